@@ -1,0 +1,59 @@
+"""The conventions of DESIGN.md, enforced over ``jaxsr.__all__``.
+
+- every public name resolves and has a docstring;
+- every parameter with a default is keyword-only (options are keyword-only,
+  arrays positional), as dm_pix enforces;
+- a function that samples takes ``key`` as its first parameter.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import jaxsr
+
+PUBLIC = sorted(jaxsr.__all__)
+
+
+def test_version():
+    assert isinstance(jaxsr.__version__, str) and jaxsr.__version__.count(".") >= 1
+
+
+def test_all_names_resolve():
+    assert len(PUBLIC) == len(set(PUBLIC))
+    for name in PUBLIC:
+        assert hasattr(jaxsr, name), name
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_public_has_docstring(name):
+    obj = getattr(jaxsr, name)
+    if inspect.ismodule(obj) or not callable(obj):
+        return
+    assert inspect.getdoc(obj), f"{name} has no docstring"
+
+
+def _functions():
+    for name in PUBLIC:
+        obj = getattr(jaxsr, name)
+        if inspect.isfunction(obj):
+            yield name, obj
+
+
+@pytest.mark.parametrize("name,fn", list(_functions()))
+def test_options_are_keyword_only(name, fn):
+    sig = inspect.signature(fn)
+    for p in sig.parameters.values():
+        if p.default is not inspect.Parameter.empty:
+            assert p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD), (
+                f"{name}: parameter '{p.name}' has a default but is not keyword-only"
+            )
+
+
+@pytest.mark.parametrize("name,fn", list(_functions()))
+def test_key_comes_first(name, fn):
+    params = list(inspect.signature(fn).parameters)
+    if "key" in params:
+        assert params[0] == "key", f"{name}: 'key' must be the first parameter"
