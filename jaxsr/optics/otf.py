@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 
-from jaxsr._validate import check_shape
+from jaxsr._validate import as_float_array, check_ndim, check_shape
 
 __all__ = ["psf_to_otf", "otf_to_psf", "centre_pad_psf"]
 
@@ -32,6 +32,8 @@ def centre_pad_psf(psf: jnp.ndarray, shape: Sequence[int]) -> jnp.ndarray:
     """
     shape = check_shape(shape, "shape")
     nd = len(shape)
+    psf = as_float_array(psf, "psf")
+    check_ndim(psf, "psf", 0, min_ndim=nd)
     out = psf
     for i, target in enumerate(shape):
         axis = psf.ndim - nd + i
@@ -72,6 +74,8 @@ def psf_to_otf(psf: jnp.ndarray, shape: Sequence[int]) -> jnp.ndarray:
     """
     shape = check_shape(shape, "shape")
     nd = len(shape)
+    psf = as_float_array(psf, "psf")
+    check_ndim(psf, "psf", 0, min_ndim=nd)
     axes = tuple(range(psf.ndim - nd, psf.ndim))
     for ax, target in zip(axes, shape):
         if psf.shape[ax] > target:
@@ -84,9 +88,31 @@ def psf_to_otf(psf: jnp.ndarray, shape: Sequence[int]) -> jnp.ndarray:
 
 
 def otf_to_psf(otf: jnp.ndarray, shape: Sequence[int]) -> jnp.ndarray:
-    """Inverse of :func:`psf_to_otf`: a real PSF of ``shape``, centre at ``n // 2``."""
+    """Inverse of :func:`psf_to_otf`: a real PSF of ``shape``, centre at ``n // 2``.
+
+    Args:
+        otf: complex ``(..., shape[:-1]..., shape[-1] // 2 + 1)`` array, as returned by
+            :func:`psf_to_otf`.
+        shape: real grid size of the last axes.
+
+    Returns:
+        Real ``(..., *shape)`` PSF with its centre at index ``shape[i] // 2``.
+
+    >>> import jax.numpy as jnp
+    >>> psf = otf_to_psf(jnp.ones((4, 3), jnp.complex64), (4, 4))
+    >>> [int(i) for i in jnp.unravel_index(jnp.argmax(psf), psf.shape)]
+    [2, 2]
+    """
     shape = check_shape(shape, "shape")
     nd = len(shape)
+    otf = jnp.asarray(otf)
+    check_ndim(otf, "otf", 0, min_ndim=nd)
+    want = (*shape[:-1], shape[-1] // 2 + 1)
+    if tuple(otf.shape[otf.ndim - nd:]) != want:
+        raise ValueError(
+            f"argument 'otf': last axes {tuple(otf.shape[otf.ndim - nd:])} do not match the rfft of "
+            f"shape {shape} (expected {want})"
+        )
     axes = tuple(range(otf.ndim - nd, otf.ndim))
     psf = jnp.fft.irfftn(otf, s=shape, axes=axes)
     return jnp.roll(psf, tuple(s // 2 for s in shape), axis=axes)
