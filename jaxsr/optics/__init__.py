@@ -8,6 +8,7 @@ nm, PSF centre at index ``n // 2`` on every axis.
 """
 
 from jaxsr.optics.bessel import airy_kernel, bessel_j0, bessel_j1
+from jaxsr.optics.fit import PSF_MODELS, PSFFitResult, fit_psf
 from jaxsr.optics.otf import centre_pad_psf, otf_to_psf, psf_to_otf
 from jaxsr.optics.psf import (
     airy_psf_2d,
@@ -33,6 +34,9 @@ __all__ = [
     "astigmatic_sigma",
     "astigmatic_psf_3d",
     "psf_to_otf",
+    "fit_psf",
+    "PSFFitResult",
+    "PSF_MODELS",
     "otf_to_psf",
     "centre_pad_psf",
 ]
