@@ -1,0 +1,318 @@
+"""Synthetic structures as point clouds and polylines in physical units.
+
+Coordinates are in **nm**, last axis ``(y, x)``. Random structures are
+deterministic functions of an explicit ``jax.random`` key. Sizes that set
+array shapes (counts, lengths, step sizes) are static Python numbers.
+
+* :func:`filaments`: curvature-bounded worm-like random walks (microtubules),
+  ``(n_filaments, n_points, 2)``.
+* :func:`line_pairs`: parallel line pairs of increasing separation (a
+  resolution-test slide pattern), ``(2 * n_pairs, n_points, 2)``.
+* :func:`bead_pairs`: point pairs of increasing separation, ``(2 * n_pairs, 2)``.
+* :func:`ring`: an n-fold symmetric ring (nuclear-pore-like), ``(n, 2)``.
+* :func:`random_beads`: uniform random points, ``(n, 2)``.
+
+Render them with :func:`jaxsr.simulate.render_points` (points) or
+:func:`jaxsr.simulate.render_polyline` (filaments, lines).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsr._validate import check_int, default_float_dtype
+
+__all__ = ["filaments", "line_pairs", "bead_pairs", "ring", "random_beads"]
+
+
+def _pos_float(value: Any, name: str) -> float:
+    try:
+        v = float(value)
+    except Exception as err:  # noqa: BLE001 - re-raised with a clear message
+        raise TypeError(f"argument '{name}': expected a number, got {value!r}") from err
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"argument '{name}': must be finite and positive, got {v!r}")
+    return v
+
+
+def _pair(value: Any, name: str, *, positive: bool) -> tuple[float, float]:
+    try:
+        vals = tuple(float(v) for v in value)
+    except Exception as err:  # noqa: BLE001
+        raise TypeError(f"argument '{name}': expected a (y, x) pair of numbers, got {value!r}") from err
+    if len(vals) != 2:
+        raise ValueError(f"argument '{name}': expected a (y, x) pair, got {value!r}")
+    if not all(np.isfinite(v) for v in vals):
+        raise ValueError(f"argument '{name}': must be finite, got {vals}")
+    if positive and not all(v > 0 for v in vals):
+        raise ValueError(f"argument '{name}': must be positive, got {vals}")
+    return vals
+
+
+def _separations(value: Any, name: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=float).reshape(-1)
+    if arr.size == 0:
+        raise ValueError(f"argument '{name}': needs at least one separation")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"argument '{name}': must be finite and non-negative, got {arr.tolist()}")
+    return arr
+
+
+def filaments(
+    key: jax.Array,
+    *,
+    n_filaments: int,
+    field_nm: Sequence[float],
+    length_nm: float,
+    step_nm: float = 5.0,
+    persistence_nm: float = 10000.0,
+    max_curvature_per_nm: float = 0.004,
+) -> jax.Array:
+    """Curvature-bounded worm-like random walks (synthetic microtubules).
+
+    Each filament starts at a uniform point of the field ``[0, h) x [0, w)``
+    with a uniform direction and advances in steps of exactly ``step_nm``. At
+    each step the direction turns by an angle drawn from a normal distribution
+    of variance ``step_nm / persistence_nm`` (a 2D worm-like chain, whose
+    tangent correlation decays as ``exp(-s / (2 persistence_nm))``), truncated to
+    ``|angle| <= max_curvature_per_nm * step_nm`` so the curvature never exceeds
+    ``max_curvature_per_nm`` (radius of curvature at least its inverse).
+    The truncation reduces the turning variance, so the chain is stiffer than
+    ``persistence_nm`` alone says: with ``a = max_curvature_per_nm * step_nm /
+    sigma`` and ``sigma^2 = step_nm / persistence_nm``, the effective persistence
+    length is ``persistence_nm / (1 - 2 a phi(a) / (2 Phi(a) - 1))`` (``phi``,
+    ``Phi``: standard normal pdf and cdf). Filaments may leave the field;
+    rendering drops what falls outside.
+
+    The defaults (10 um, at most 0.004 rad/nm, i.e. radius of curvature
+    >= 250 nm, with 5 nm steps) give an effective persistence length of about
+    40 um: gently curved filaments over a few-micron field, as microtubules
+    look in cells.
+
+    Args:
+        key: a ``jax.random`` key.
+        n_filaments: number of filaments (static, >= 1).
+        field_nm: ``(h, w)`` field size in nm where filaments start.
+        length_nm: contour length of each filament in nm (static).
+        step_nm: step length in nm (static).
+        persistence_nm: persistence length in nm (> 0).
+        max_curvature_per_nm: largest curvature in rad/nm (> 0).
+
+    Returns:
+        ``(n_filaments, n_points, 2)`` vertices ``(y, x)`` in nm, with
+        ``n_points = round(length_nm / step_nm) + 1``; consecutive vertices are
+        ``step_nm`` apart.
+
+    References:
+        Kratky & Porod, "Röntgenuntersuchung gelöster Fadenmoleküle",
+        Recl. Trav. Chim. Pays-Bas 68, 1106 (1949) (worm-like chain).
+
+    >>> import jax
+    >>> f = filaments(jax.random.key(0), n_filaments=2, field_nm=(1000.0, 1000.0), length_nm=100.0)
+    >>> f.shape
+    (2, 21, 2)
+    """
+    n_filaments = check_int(n_filaments, "n_filaments", minimum=1)
+    h, w = _pair(field_nm, "field_nm", positive=True)
+    length = _pos_float(length_nm, "length_nm")
+    step = _pos_float(step_nm, "step_nm")
+    lp = _pos_float(persistence_nm, "persistence_nm")
+    kmax = _pos_float(max_curvature_per_nm, "max_curvature_per_nm")
+    n_steps = int(round(length / step))
+    if n_steps < 1:
+        raise ValueError(
+            f"argument 'length_nm': must be at least one step ({step} nm), got {length}"
+        )
+    sigma = float(np.sqrt(step / lp))
+    return _walk(key, n_filaments, n_steps, h, w, step, sigma, kmax * step / sigma)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _walk(key, n_filaments, n_steps, h, w, step, sigma, bound):
+    dtype = default_float_dtype()
+    k_start, k_dir, k_turn = jax.random.split(key, 3)
+    start = jax.random.uniform(k_start, (n_filaments, 2), dtype=dtype) * jnp.stack([h, w]).astype(dtype)
+    theta0 = jax.random.uniform(k_dir, (n_filaments, 1), dtype=dtype, maxval=2 * np.pi)
+    turns = sigma * jax.random.truncated_normal(
+        k_turn, -bound, bound, (n_filaments, n_steps - 1), dtype=dtype
+    )
+    theta = jnp.concatenate([theta0, theta0 + jnp.cumsum(turns, axis=1)], axis=1)
+    steps = step * jnp.stack([jnp.sin(theta), jnp.cos(theta)], axis=-1)
+    path = jnp.cumsum(steps, axis=1)
+    return jnp.concatenate([start[:, None, :], start[:, None, :] + path], axis=1)
+
+
+def _vertical_line(x: float, length: float, n_points: int) -> np.ndarray:
+    y = np.linspace(-length / 2, length / 2, n_points)
+    return np.stack([y, np.full_like(y, x)], axis=-1)
+
+
+def line_pairs(
+    *,
+    separations_nm: Sequence[float] = (30.0, 60.0, 90.0, 120.0, 150.0, 180.0, 210.0),
+    length_nm: float = 2000.0,
+    gap_nm: float = 600.0,
+    step_nm: float = 5.0,
+    centre_nm: Sequence[float] = (0.0, 0.0),
+) -> jax.Array:
+    """Pairs of parallel lines of increasing separation (resolution-test pattern).
+
+    Like the line-pair patterns of resolution-test slides (e.g. Argolight
+    Argo-SIM): each pair is two lines along y of ``length_nm``, the lines of
+    pair ``i`` are ``separations_nm[i]`` apart in x, and consecutive pairs are
+    ``gap_nm`` apart (right line of one pair to left line of the next). The
+    pattern is centred on ``centre_nm``.
+
+    Args:
+        separations_nm: centre-to-centre line separations in nm.
+        length_nm: line length in nm.
+        gap_nm: distance between neighbouring pairs in nm.
+        step_nm: largest sampling step along each line in nm (points are evenly
+            spaced and include both ends).
+        centre_nm: ``(y, x)`` centre of the pattern in nm.
+
+    Returns:
+        ``(2 * n_pairs, n_points, 2)`` polylines ``(y, x)`` in nm, lines ordered
+        left to right; ``n_points = ceil(length_nm / step_nm) + 1``.
+
+    >>> lines = line_pairs(separations_nm=(100.0, 200.0), length_nm=50.0, step_nm=10.0)
+    >>> lines.shape, [float(v) for v in lines[:, 0, 1]]
+    ((4, 6, 2), [-450.0, -350.0, 250.0, 450.0])
+    """
+    seps = _separations(separations_nm, "separations_nm")
+    length = _pos_float(length_nm, "length_nm")
+    gap = _pos_float(gap_nm, "gap_nm")
+    step = _pos_float(step_nm, "step_nm")
+    cy, cx = _pair(centre_nm, "centre_nm", positive=False)
+    n_points = int(np.ceil(length / step - 1e-9)) + 1
+    xs = []
+    x = 0.0
+    for s in seps:
+        xs += [x, x + s]
+        x += s + gap
+    xs = np.asarray(xs)
+    xs = xs - 0.5 * (xs[0] + xs[-1]) + cx
+    lines = np.stack([_vertical_line(float(x), length, n_points) for x in xs])
+    lines[..., 0] += cy
+    return jnp.asarray(lines, dtype=default_float_dtype())
+
+
+def bead_pairs(
+    *,
+    separations_nm: Sequence[float] = (30.0, 60.0, 90.0, 120.0, 150.0, 180.0, 210.0),
+    spacing_nm: float = 1000.0,
+    centre_nm: Sequence[float] = (0.0, 0.0),
+) -> jax.Array:
+    """Pairs of point emitters of increasing separation, in a row along x.
+
+    Pair ``i`` is centred at ``x = (i - (n - 1) / 2) * spacing_nm`` (relative to
+    ``centre_nm``) and its two beads are ``separations_nm[i]`` apart along y, so
+    pairs never overlap whatever the separations.
+
+    Args:
+        separations_nm: bead separations in nm.
+        spacing_nm: distance between neighbouring pair centres in nm.
+        centre_nm: ``(y, x)`` centre of the row in nm.
+
+    Returns:
+        ``(2 * n_pairs, 2)`` points ``(y, x)`` in nm; rows ``2i`` and ``2i + 1``
+        form pair ``i`` (upper bead first).
+
+    >>> pts = bead_pairs(separations_nm=(40.0,), spacing_nm=500.0)
+    >>> pts.tolist()
+    [[-20.0, 0.0], [20.0, 0.0]]
+    """
+    seps = _separations(separations_nm, "separations_nm")
+    spacing = _pos_float(spacing_nm, "spacing_nm")
+    cy, cx = _pair(centre_nm, "centre_nm", positive=False)
+    n = seps.size
+    pts = []
+    for i, s in enumerate(seps):
+        x = (i - (n - 1) / 2) * spacing + cx
+        pts += [[cy - s / 2, x], [cy + s / 2, x]]
+    return jnp.asarray(np.asarray(pts), dtype=default_float_dtype())
+
+
+def ring(
+    *,
+    diameter_nm: float = 107.0,
+    n_subunits: int = 8,
+    centre_nm: Sequence[float] = (0.0, 0.0),
+    rotation_rad: float = 0.0,
+    copies_per_subunit: int = 1,
+    copy_spacing_nm: float = 10.0,
+) -> jax.Array:
+    """An ``n_subunits``-fold symmetric ring of labels (nuclear-pore-like).
+
+    Subunit ``k`` sits at angle ``rotation_rad + 2 pi k / n_subunits`` on a
+    circle of ``diameter_nm``. With ``copies_per_subunit > 1`` each subunit
+    carries several labels spread along the circle, ``copy_spacing_nm`` of arc
+    apart and centred on the subunit angle. The default 107 nm, 8-fold ring is
+    the projected Nup96 ring of the nuclear pore complex.
+
+    Angles are measured from the +x axis towards +y (``y = r sin a``, ``x = r cos a``).
+
+    Args:
+        diameter_nm: ring diameter in nm.
+        n_subunits: rotational symmetry (static, >= 1).
+        centre_nm: ``(y, x)`` ring centre in nm.
+        rotation_rad: rotation of the whole ring in radians.
+        copies_per_subunit: labels per subunit (static, >= 1).
+        copy_spacing_nm: arc length between copies of one subunit in nm.
+
+    Returns:
+        ``(n_subunits * copies_per_subunit, 2)`` points ``(y, x)`` in nm,
+        subunit-major.
+
+    References:
+        Thevathasan et al., "Nuclear pores as versatile reference standards for
+        quantitative superresolution microscopy", Nat. Methods 16, 1045 (2019).
+
+    >>> pts = ring(diameter_nm=100.0, n_subunits=4)
+    >>> [[round(float(v), 3) + 0.0 for v in p] for p in pts]
+    [[0.0, 50.0], [50.0, 0.0], [0.0, -50.0], [-50.0, 0.0]]
+    """
+    d = _pos_float(diameter_nm, "diameter_nm")
+    n = check_int(n_subunits, "n_subunits", minimum=1)
+    m = check_int(copies_per_subunit, "copies_per_subunit", minimum=1)
+    spacing = _pos_float(copy_spacing_nm, "copy_spacing_nm")
+    cy, cx = _pair(centre_nm, "centre_nm", positive=False)
+    try:
+        rot = float(rotation_rad)
+    except Exception as err:  # noqa: BLE001
+        raise TypeError(f"argument 'rotation_rad': expected a number, got {rotation_rad!r}") from err
+    if not np.isfinite(rot):
+        raise ValueError(f"argument 'rotation_rad': must be finite, got {rot!r}")
+    r = d / 2
+    sub = rot + 2 * np.pi * np.arange(n) / n
+    offsets = (np.arange(m) - (m - 1) / 2) * spacing / r
+    angles = (sub[:, None] + offsets[None, :]).reshape(-1)
+    pts = np.stack([cy + r * np.sin(angles), cx + r * np.cos(angles)], axis=-1)
+    return jnp.asarray(pts, dtype=default_float_dtype())
+
+
+def random_beads(key: jax.Array, *, n: int, field_nm: Sequence[float]) -> jax.Array:
+    """``n`` points uniformly distributed in the field ``[0, h) x [0, w)``.
+
+    Args:
+        key: a ``jax.random`` key.
+        n: number of points (static, >= 1).
+        field_nm: ``(h, w)`` field size in nm.
+
+    Returns:
+        ``(n, 2)`` points ``(y, x)`` in nm.
+
+    >>> import jax
+    >>> random_beads(jax.random.key(0), n=5, field_nm=(100.0, 200.0)).shape
+    (5, 2)
+    """
+    n = check_int(n, "n", minimum=1)
+    h, w = _pair(field_nm, "field_nm", positive=True)
+    dtype = default_float_dtype()
+    return jax.random.uniform(key, (n, 2), dtype=dtype) * jnp.asarray([h, w], dtype=dtype)
