@@ -1,5 +1,152 @@
-"""jaxsr: differentiable super-resolution fluorescence microscopy in JAX."""
+"""jaxsr: differentiable super-resolution fluorescence microscopy in JAX.
 
+Subpackages (each also importable on its own):
+
+- :mod:`jaxsr.optics`: PSF models (Gaussian, Airy/Bessel, pupil + Zernike, astigmatic), OTFs, PSF fitting.
+- :mod:`jaxsr.forward`: image formation: convolution, binning, background, camera noise.
+- :mod:`jaxsr.simulate`: synthetic structures in nm and ready-made widefield datasets.
+- :mod:`jaxsr.metrics`: PSNR/SSIM, FWHM and two-peak verdicts, FRC and decorrelation.
+- :mod:`jaxsr.io`: TIFF/OME-TIFF with pixel sizes, atomic writes.
+
+Every public name below is also available at the top level, e.g. ``jaxsr.airy_psf_2d``.
+"""
+
+from jaxsr import forward, io, metrics, optics, simulate
 from jaxsr._version import __version__
+from jaxsr.forward import (
+    CameraModel,
+    adu_variance,
+    apply_camera,
+    bin_image,
+    camera_preset,
+    convolve,
+    expected_adu,
+    expected_image,
+    form_image,
+    photons_from_adu,
+    poisson_noise,
+)
+from jaxsr.io import ImageMetadata, atomic_path, read_image, write_image, write_json
+from jaxsr.metrics import (
+    DecorrelationResult,
+    FRCResult,
+    FWHMResult,
+    LinePairResult,
+    TwoPeakResult,
+    decorrelation,
+    frc,
+    frc_single,
+    fwhm,
+    line_profile,
+    psnr,
+    resolve_line_pairs,
+    ssim,
+    two_peak_separation,
+)
+from jaxsr.optics import (
+    PSF_MODELS,
+    PSFFitResult,
+    airy_kernel,
+    airy_psf_2d,
+    astigmatic_psf_3d,
+    astigmatic_sigma,
+    bessel_j0,
+    bessel_j1,
+    centre_pad_psf,
+    fit_psf,
+    gaussian_psf_2d,
+    gaussian_psf_3d,
+    noll_to_nm,
+    otf_to_psf,
+    psf_to_otf,
+    pupil_psf_3d,
+    zernike,
+    zernike_basis,
+)
+from jaxsr.simulate import (
+    STRUCTURES,
+    WidefieldSimulation,
+    bead_pairs,
+    filaments,
+    line_pairs,
+    random_beads,
+    render_points,
+    render_polyline,
+    ring,
+    simulate_widefield,
+    widefield_psf,
+)
 
-__all__ = ["__version__"]
+__all__ = [
+    "__version__",
+    # subpackages
+    "forward",
+    "io",
+    "metrics",
+    "optics",
+    "simulate",
+    # optics
+    "bessel_j0",
+    "bessel_j1",
+    "airy_kernel",
+    "noll_to_nm",
+    "zernike",
+    "zernike_basis",
+    "gaussian_psf_2d",
+    "gaussian_psf_3d",
+    "airy_psf_2d",
+    "pupil_psf_3d",
+    "astigmatic_sigma",
+    "astigmatic_psf_3d",
+    "psf_to_otf",
+    "otf_to_psf",
+    "centre_pad_psf",
+    "fit_psf",
+    "PSFFitResult",
+    "PSF_MODELS",
+    # forward
+    "convolve",
+    "bin_image",
+    "CameraModel",
+    "camera_preset",
+    "expected_adu",
+    "adu_variance",
+    "photons_from_adu",
+    "poisson_noise",
+    "apply_camera",
+    "expected_image",
+    "form_image",
+    # simulate
+    "filaments",
+    "line_pairs",
+    "bead_pairs",
+    "ring",
+    "random_beads",
+    "render_points",
+    "render_polyline",
+    "simulate_widefield",
+    "widefield_psf",
+    "WidefieldSimulation",
+    "STRUCTURES",
+    # metrics
+    "psnr",
+    "ssim",
+    "fwhm",
+    "FWHMResult",
+    "two_peak_separation",
+    "TwoPeakResult",
+    "line_profile",
+    "resolve_line_pairs",
+    "LinePairResult",
+    "frc",
+    "frc_single",
+    "FRCResult",
+    "decorrelation",
+    "DecorrelationResult",
+    # io
+    "read_image",
+    "write_image",
+    "ImageMetadata",
+    "atomic_path",
+    "write_json",
+]

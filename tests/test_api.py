@@ -57,3 +57,12 @@ def test_key_comes_first(name, fn):
     params = list(inspect.signature(fn).parameters)
     if "key" in params:
         assert params[0] == "key", f"{name}: 'key' must be the first parameter"
+
+
+@pytest.mark.parametrize("sub", ["optics", "forward", "simulate", "metrics", "io"])
+def test_subpackage_names_reexported(sub):
+    module = getattr(jaxsr, sub)
+    missing = set(module.__all__) - set(jaxsr.__all__)
+    assert not missing, f"jaxsr.{sub} names not re-exported at the top level: {sorted(missing)}"
+    for name in module.__all__:
+        assert getattr(jaxsr, name) is getattr(module, name)

@@ -7,6 +7,7 @@ Rendering (:mod:`jaxsr.simulate.render`) turns them into ``(y, x)`` photon
 images, conserving photons and differentiable in positions and weights.
 """
 
+from jaxsr.simulate.dataset import STRUCTURES, WidefieldSimulation, simulate_widefield, widefield_psf
 from jaxsr.simulate.render import render_points, render_polyline
 from jaxsr.simulate.structures import bead_pairs, filaments, line_pairs, random_beads, ring
 
@@ -18,4 +19,8 @@ __all__ = [
     "random_beads",
     "render_points",
     "render_polyline",
+    "simulate_widefield",
+    "widefield_psf",
+    "WidefieldSimulation",
+    "STRUCTURES",
 ]

@@ -1,0 +1,1 @@
+"""The jaxsr command-line interface (see :mod:`jaxsr.cli.main`)."""

@@ -1,0 +1,5 @@
+import sys
+
+from jaxsr.cli.main import main
+
+sys.exit(main())

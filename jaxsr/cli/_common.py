@@ -1,0 +1,65 @@
+"""Helpers shared by the subcommands (argument types, output paths)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def require_input(path: str, flag: str) -> str:
+    """An input file that must exist (one-line error naming the flag otherwise)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{flag}: no such file: {path}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{flag}: is a directory, expected a file: {path}")
+    return path
+
+
+def output_dir(path: str, *, overwrite: bool) -> str:
+    """Create the output folder if needed; files inside are still refused unless ``overwrite``."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"--out: exists and is not a folder: {path}")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def pixel_size_from(args_value: float | None, meta_value: float | None, flag: str = "--pixel-size") -> float:
+    """The pixel size from the flag, else from the file's metadata, else a clear error."""
+    if args_value is not None:
+        return float(args_value)
+    if meta_value:
+        return float(meta_value)
+    raise ValueError(f"{flag}: the image has no pixel size in its metadata; pass {flag} NM")

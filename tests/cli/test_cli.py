@@ -1,0 +1,168 @@
+"""The jaxsr command: help, version, outputs on disk, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import jaxsr
+from jaxsr.cli.main import SUBCOMMANDS, main
+from jaxsr.io import read_image, write_image
+from jaxsr.optics import gaussian_psf_2d
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert jaxsr.__version__ in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_help(name, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0
+    assert "usage" in capsys.readouterr().out
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "simulate" in capsys.readouterr().out
+
+
+def one_line_error(capsys, word):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert word in lines[0]
+
+
+def test_simulate_writes_and_refuses_overwrite(tmp_path, capsys):
+    out = tmp_path / "sim.tif"
+    args = ["simulate", str(out), "--size", "32", "--structure", "beads", "--camera", "ideal",
+            "--seed", "4"]
+    # 9 bead pairs need a wider field: the one-line error names the flag-backed argument.
+    assert main(args) == 2
+    one_line_error(capsys, "shape")
+    assert not out.exists()
+
+    args = ["simulate", str(out), "--size", "40", "--structure", "filaments", "--camera", "ideal", "--seed", "4"]
+    assert main(args) == 0
+    capsys.readouterr()
+    img, meta = read_image(out)
+    gt, gmeta = read_image(tmp_path / "sim_gt.tif")
+    psf, _ = read_image(tmp_path / "sim_psf.tif")
+    truth = json.loads((tmp_path / "sim_truth.json").read_text())
+    assert img.shape == (40, 40) and gt.shape == (120, 120)
+    assert meta.pixel_size_nm == pytest.approx(65.0) and gmeta.pixel_size_nm == pytest.approx(65.0 / 3)
+    assert psf.sum() == pytest.approx(1.0, rel=1e-4)
+    assert truth["structure"] == "filaments" and truth["parameters"]["seed"] == 4
+    # Ideal camera: ADU = photons, integer counts whose mean exceeds the background (signal on top).
+    assert img.min() >= 0 and np.array_equal(img, np.round(img))
+    assert img.mean() > truth["background_photons"]
+
+    before = out.read_bytes()
+    assert main(args) == 2
+    one_line_error(capsys, "--overwrite")
+    assert out.read_bytes() == before  # nothing lost
+
+    assert main(args[:2] + ["--seed", "5", "--overwrite", "--size", "40", "--camera", "ideal"]) == 0
+    assert out.read_bytes() != before
+
+
+def test_simulate_bad_suffix(tmp_path, capsys):
+    assert main(["simulate", str(tmp_path / "x.png")]) == 2
+    one_line_error(capsys, ".tif")
+
+
+def test_resolution(tmp_path, capsys):
+    from jaxsr.simulate import simulate_widefield
+
+    sim = simulate_widefield(jax.random.key(0), shape=(96, 96), camera="ideal")
+    path = tmp_path / "wf.tif"
+    write_image(path, sim.image, pixel_size_nm=65.0)
+    assert main(["resolution", str(path), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    # Widefield at NA 1.4, 520 nm: a resolution of the order of the diffraction limit (186-227 nm).
+    assert 120 < res["decorrelation_nm"] < 350
+    # Pixel size from the flag overrides metadata and scales the answer.
+    assert main(["resolution", str(path), "--json", "--pixel-size", "130"]) == 0
+    res2 = json.loads(capsys.readouterr().out)
+    assert res2["decorrelation_nm"] == pytest.approx(2 * res["decorrelation_nm"], rel=1e-6)
+
+    # Two-image FRC.
+    second = tmp_path / "wf2.tif"
+    rng = np.random.default_rng(0)
+    write_image(second, rng.poisson(sim.expected).astype(np.float32), pixel_size_nm=65.0)
+    assert main(["resolution", str(path), str(second), "--json"]) == 0
+    assert 120 < json.loads(capsys.readouterr().out)["frc_nm"] < 350
+
+
+def test_resolution_errors(tmp_path, capsys):
+    assert main(["resolution", str(tmp_path / "missing.tif")]) == 2
+    one_line_error(capsys, "missing.tif")
+    nometa = tmp_path / "nometa.tif"
+    import tifffile
+
+    tifffile.imwrite(nometa, np.ones((32, 32), np.float32))
+    assert main(["resolution", str(nometa)]) == 2
+    one_line_error(capsys, "--pixel-size")
+    bad = tmp_path / "bad.tif"
+    bad.write_text("not a tiff")
+    assert main(["resolution", str(bad), "--pixel-size", "50"]) == 2
+    one_line_error(capsys, "bad.tif")
+    with pytest.raises(SystemExit) as exc:
+        main(["resolution", str(nometa), "--pixel-size", "-3"])
+    assert exc.value.code == 2
+
+
+def test_fit_psf(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    bead = 2e4 * np.asarray(gaussian_psf_2d((21, 21), sigma_nm=120.0, pixel_size_nm=100.0)) + 5.0
+    path = tmp_path / "bead.tif"
+    write_image(path, rng.poisson(bead).astype(np.float32), pixel_size_nm=100.0)
+    out_json = tmp_path / "fit.json"
+    psf_out = tmp_path / "psf.tif"
+    assert main(["fit-psf", str(path), "--model", "gaussian2d", "--steps", "60", "--json", str(out_json),
+                 "--psf-out", str(psf_out)]) == 0
+    fitted = json.loads(out_json.read_text())
+    assert fitted["sigma_x_nm"] == pytest.approx(120.0, rel=0.02)
+    assert read_image(psf_out)[0].shape == (21, 21)
+    capsys.readouterr()
+    # Existing outputs are refused before any work.
+    assert main(["fit-psf", str(path), "--model", "gaussian2d", "--json", str(out_json)]) == 2
+    one_line_error(capsys, "--overwrite")
+    # A 3D model on a 2D image.
+    assert main(["fit-psf", str(path), "--model", "pupil3d"]) == 2
+    one_line_error(capsys, "3D")
+
+
+def test_demo(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "smallest resolved pair" in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    # Physics check: widefield at NA 1.4 / 520 nm resolves line pairs near the Rayleigh limit (227 nm), not 150 nm.
+    assert 180 <= metrics["smallest_resolved_pair_nm"] <= 270
+    for name in ("filaments.tif", "filaments_gt.tif", "lines.tif", "lines_truth.json"):
+        assert (out / name).exists()
+    # A second run refuses to overwrite; with --overwrite it succeeds.
+    assert main(["demo", "--out", str(out)]) == 2
+    one_line_error(capsys, "--overwrite")
+
+
+def test_console_entry_point_exit_code(tmp_path):
+    # The real process: a user error gives exit code 2 and one line on stderr, no traceback.
+    proc = subprocess.run([sys.executable, "-m", "jaxsr.cli", "resolution", str(tmp_path / "nope.tif")],
+                          capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "nope.tif" in proc.stderr
