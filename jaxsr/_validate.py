@@ -96,16 +96,27 @@ def check_shape(shape: Any, name: str, ndim: int | Sequence[int] | None = None) 
     return shape
 
 
+def _numeric(x: Any, name: str) -> np.ndarray:
+    """``np.asarray(x)`` for a real numeric value, else a TypeError naming the argument."""
+    try:
+        a = np.asarray(x)
+    except Exception as err:  # noqa: BLE001 - re-raised with a clear message
+        raise TypeError(f"argument '{name}': expected a number or numeric array, got {type(x).__name__}") from err
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"argument '{name}': expected a real number or array, got {type(x).__name__} ({a.dtype})")
+    return a
+
+
 def check_finite(x: Any, name: str) -> None:
     """Reject NaN/inf in a concrete array."""
-    if is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
+    if is_concrete(x) and not bool(np.all(np.isfinite(_numeric(x, name)))):
         raise ValueError(f"argument '{name}': contains NaN or infinite values")
 
 
 def check_nonnegative(x: Any, name: str) -> None:
     """Reject negative (or NaN) values in a concrete array or scalar."""
     if is_concrete(x):
-        a = np.asarray(x)
+        a = _numeric(x, name)
         if not bool(np.all(np.isfinite(a))):
             raise ValueError(f"argument '{name}': contains NaN or infinite values")
         if bool(np.any(a < 0)):
@@ -115,7 +126,7 @@ def check_nonnegative(x: Any, name: str) -> None:
 def check_positive(x: Any, name: str) -> None:
     """Reject non-positive (or NaN) values in a concrete array or scalar."""
     if is_concrete(x):
-        a = np.asarray(x)
+        a = _numeric(x, name)
         if not bool(np.all(np.isfinite(a))):
             raise ValueError(f"argument '{name}': must be finite and positive, got {a if a.ndim == 0 else 'NaN/inf values'}")
         if bool(np.any(a <= 0)):

@@ -82,24 +82,27 @@ def _fast_len(n: int) -> int:
     return int(best)
 
 
-def _check_image_psf(image: Any, psf: Any) -> tuple[jax.Array, jax.Array]:
-    image = as_float_array(image, "image")
+def _check_image_psf(image: Any, psf: Any, image_name: str = "image") -> tuple[jax.Array, jax.Array]:
+    image = as_float_array(image, image_name)
     psf = as_float_array(psf, "psf")
     check_ndim(psf, "psf", (2, 3))
     if image.ndim < psf.ndim:
         raise ValueError(
-            f"argument 'image': expected at least {psf.ndim} dimensions to match a "
+            f"argument '{image_name}': expected at least {psf.ndim} dimensions to match a "
             f"{psf.ndim}D 'psf', got shape {tuple(image.shape)}"
         )
+    if 0 in psf.shape:
+        raise ValueError(f"argument 'psf': every size must be >= 1, got shape {tuple(psf.shape)}")
     nd = psf.ndim
     for i in range(nd):
         k, n = psf.shape[i], image.shape[image.ndim - nd + i]
         if k > n:
             raise ValueError(
-                f"argument 'psf': size {k} on spatial axis {i} is larger than the image size {n}"
+                f"argument 'psf': size {k} on spatial axis {i} is larger than the "
+                f"'{image_name}' size {n}"
             )
     check_finite(psf, "psf")
-    check_finite(image, "image")
+    check_finite(image, image_name)
     return image, psf
 
 
@@ -217,7 +220,8 @@ def bin_image(image: Any, *, factor: int | Sequence[int]) -> jax.Array:
         each value the sum of its block, so ``out.sum() == image.sum()``.
 
     Raises:
-        ValueError: a factor below 1, or an axis size not divisible by its factor.
+        ValueError: a factor below 1, an axis size not divisible by its factor,
+            or NaN/inf in ``image``.
 
     >>> import jax.numpy as jnp
     >>> bin_image(jnp.ones((4, 6)), factor=2)
@@ -228,6 +232,7 @@ def bin_image(image: Any, *, factor: int | Sequence[int]) -> jax.Array:
     fac = _factor_tuple(factor)
     nd = len(fac)
     check_ndim(image, "image", (), min_ndim=nd)
+    check_finite(image, "image")
     lead = image.shape[:-nd]
     spatial = image.shape[-nd:]
     names = ("y", "x") if nd == 2 else ("z", "y", "x")
@@ -279,7 +284,7 @@ class CameraModel:
         em_gain: EM multiplication gain, ``>= 1``; ``1`` means no EM register.
         gain_e_per_adu: conversion gain in electrons per ADU, ``> 0``.
         offset_adu: baseline added to every pixel, in ADU.
-        bit_depth: ADC bits (e.g. 16), or ``None`` for no quantisation.
+        bit_depth: ADC bits (e.g. 16, at most 64), or ``None`` for no quantisation.
         name: a label.
 
     >>> cam = CameraModel(qe=0.9, read_noise_e=1.5, gain_e_per_adu=0.5, offset_adu=100.0)
@@ -320,6 +325,8 @@ class CameraModel:
         check_finite(self.offset_adu, "offset_adu")
         if self.bit_depth is not None:
             check_int(self.bit_depth, "bit_depth", minimum=1)
+            if self.bit_depth > 64:
+                raise ValueError(f"argument 'bit_depth': must be <= 64, got {self.bit_depth}")
         if not isinstance(self.name, str):
             raise TypeError(f"argument 'name': expected a str, got {type(self.name).__name__}")
 
@@ -451,11 +458,15 @@ def expected_adu(photons: Any, *, camera: CameraModel) -> jax.Array:
     Returns:
         Mean ADU, same shape as ``photons``.
 
+    Raises:
+        ValueError: a concrete ``photons`` with NaN or infinite entries.
+
     >>> float(expected_adu(100.0, camera=camera_preset("ideal")))
     100.0
     """
     camera = _check_camera(camera)
     photons = as_float_array(photons, "photons")
+    check_finite(photons, "photons")
     gain = camera.qe * camera.em_gain / camera.gain_e_per_adu
     return photons * gain + camera.offset_adu
 
@@ -477,6 +488,12 @@ def adu_variance(photons: Any, *, camera: CameraModel) -> jax.Array:
     Returns:
         Variance in ADU^2, ``photons`` broadcast with the read-noise map.
 
+    Raises:
+        ValueError: a concrete ``photons`` with NaN or infinite entries, or a
+            read-noise map whose shape is not the last two axes of ``photons``.
+            (The formula is applied as is to negative ``photons``, e.g. the
+            finite-difference probes of a gradient check.)
+
     References:
         Basden, Haniff & Mackay, "Photon counting strategies with low-light-level
         CCDs", MNRAS 345, 985 (2003) (EM register statistics).
@@ -488,6 +505,7 @@ def adu_variance(photons: Any, *, camera: CameraModel) -> jax.Array:
     """
     camera = _check_camera(camera)
     photons = as_float_array(photons, "photons")
+    check_finite(photons, "photons")
     _check_read_noise_shape(camera, photons.shape)
     lam = camera.qe * photons
     em = jnp.asarray(camera.em_gain, dtype=photons.dtype)
@@ -513,12 +531,16 @@ def photons_from_adu(adu: Any, *, camera: CameraModel) -> jax.Array:
     Returns:
         Photons, same shape as ``adu``.
 
+    Raises:
+        ValueError: a concrete ``adu`` with NaN or infinite entries.
+
     >>> cam = camera_preset("scmos")
     >>> round(float(photons_from_adu(expected_adu(50.0, camera=cam), camera=cam)), 4)
     50.0
     """
     camera = _check_camera(camera)
     adu = as_float_array(adu, "adu")
+    check_finite(adu, "adu")
     return (adu - camera.offset_adu) * camera.gain_e_per_adu / (camera.qe * camera.em_gain)
 
 
@@ -608,7 +630,7 @@ def apply_camera(
         key: a ``jax.random`` key.
         photons: ``(..., y, x)`` expected photons per camera pixel, non-negative.
         camera: the :class:`CameraModel` (a pytree; may be traced).
-        differentiable: static switch described above.
+        differentiable: static bool, the switch described above.
 
     Returns:
         ADU frame of ``photons``' shape and dtype.
@@ -616,7 +638,8 @@ def apply_camera(
     Raises:
         ValueError: negative/NaN photons, or a read-noise map whose shape is not
             the image's last two axes.
-        TypeError: ``camera`` is not a :class:`CameraModel`.
+        TypeError: ``camera`` is not a :class:`CameraModel`, or ``differentiable``
+            is not a bool.
 
     >>> import jax, jax.numpy as jnp
     >>> frame = apply_camera(jax.random.key(0), jnp.full((4, 4), 20.0), camera=camera_preset("scmos"))
@@ -627,6 +650,8 @@ def apply_camera(
     photons = as_float_array(photons, "photons")
     check_nonnegative(photons, "photons")
     _check_read_noise_shape(camera, photons.shape)
+    if not isinstance(differentiable, (bool, np.bool_)):
+        raise TypeError(f"argument 'differentiable': expected a bool, got {type(differentiable).__name__}")
     use_em = _camera_flags(camera)
     return _apply_camera(key, photons, camera, use_em=use_em, differentiable=bool(differentiable))
 
@@ -679,18 +704,25 @@ def expected_image(
     Returns:
         Binned mean image in photons.
 
+    Raises:
+        ValueError: ``obj`` of too low rank, negative or with NaN/inf; ``psf`` not
+            2D/3D, larger than ``obj``, negative, with NaN/inf or a zero sum;
+            negative/NaN ``background_photons`` or a shape that does not broadcast;
+            bad ``binning`` or ``boundary``.
+
     >>> import jax.numpy as jnp
     >>> obj = jnp.zeros((8, 8)).at[4, 4].set(100.0)
     >>> img = expected_image(obj, jnp.ones((3, 3)) / 9.0, background_photons=1.0, binning=2)
     >>> img.shape, round(float(img.sum()), 3)
     ((4, 4), 116.0)
     """
-    obj = as_float_array(obj, "obj")
-    check_psf(psf, "psf", ndim=(2, 3))
+    check_choice(boundary, "boundary", _BOUNDARIES)
+    obj, psf = _check_image_psf(obj, psf, image_name="obj")
+    check_psf(psf, "psf")
     check_nonnegative(obj, "obj")
     background_photons = as_float_array(background_photons, "background_photons")
     check_nonnegative(background_photons, "background_photons")
-    blurred = jnp.maximum(convolve(obj, psf, boundary=boundary), 0.0)
+    blurred = jnp.maximum(_convolve(obj, psf, boundary), 0.0)
     binned = bin_image(blurred, factor=binning)
     try:
         np.broadcast_shapes(background_photons.shape, binned.shape)

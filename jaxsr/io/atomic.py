@@ -206,7 +206,20 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
 
 
-def write_json(path: str | os.PathLike, obj: Any, *, overwrite: bool = False, indent: int = 2) -> None:
+def _null_nonfinite(value: Any) -> Any:
+    """Replace NaN/inf floats anywhere in a JSON-like tree by ``None``."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, list):
+        return [_null_nonfinite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _null_nonfinite(v) for k, v in value.items()}
+    return value
+
+
+def write_json(
+    path: str | os.PathLike, obj: Any, *, overwrite: bool = False, indent: int = 2, nonfinite: str = "error"
+) -> None:
     """Write ``obj`` as strict JSON to ``path``, atomically (see :func:`atomic_path`).
 
     The object is serialised completely before anything touches the disk, so a
@@ -215,21 +228,24 @@ def write_json(path: str | os.PathLike, obj: Any, *, overwrite: bool = False, in
     strings) and dataclass instances (as dicts, e.g. :class:`ImageMetadata`) are
     accepted. The output is UTF-8, indented, with a trailing newline.
 
-    NaN and infinities are refused (strict JSON has no such values and many
-    parsers reject the ``NaN`` token): replace them with ``None`` (``null``)
-    explicitly.
+    NaN and infinities are refused by default (strict JSON has no such values
+    and many parsers reject the ``NaN`` token); with ``nonfinite="null"`` they
+    are written as ``null`` (for result tables where "not measurable" is a
+    legitimate value, e.g. the pSNR of an image against itself).
 
     Args:
         path: output file (``str`` or ``os.PathLike``); its directory must exist.
         obj: the value to write.
         overwrite: replace an existing file. Default ``False``.
         indent: spaces of indentation. Default 2.
+        nonfinite: ``"error"`` (default) or ``"null"``: what to do with NaN/inf.
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is ``False``.
         FileNotFoundError: the directory of ``path`` does not exist.
         TypeError: ``obj`` holds a value JSON cannot represent.
-        ValueError: ``obj`` holds NaN or an infinity.
+        ValueError: ``obj`` holds NaN or an infinity and ``nonfinite="error"``;
+            an unknown ``nonfinite``.
 
     >>> import json, os, tempfile
     >>> import numpy as np
@@ -244,7 +260,11 @@ def write_json(path: str | os.PathLike, obj: Any, *, overwrite: bool = False, in
     target = as_path(path, "path")
     if isinstance(indent, bool) or not isinstance(indent, (int, np.integer)) or indent < 0:
         raise TypeError(f"argument 'indent': expected a non-negative int, got {indent!r}")
+    if nonfinite not in ("error", "null"):
+        raise ValueError(f"argument 'nonfinite': expected 'error' or 'null', got {nonfinite!r}")
     try:
+        if nonfinite == "null":
+            obj = _null_nonfinite(json.loads(json.dumps(obj, allow_nan=True, default=_json_default)))
         text = json.dumps(obj, indent=int(indent), allow_nan=False, default=_json_default, ensure_ascii=False)
     except ValueError as err:
         hint = "; replace NaN/infinite values with None" if "Out of range" in str(err) else ""

@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxsr._validate import check_finite, check_ndim, check_positive
-from jaxsr.metrics.profile import two_peak_separation
+from jaxsr._validate import check_finite, check_ndim
+from jaxsr.metrics.profile import _check_min_dip, _positive_scalar, _real_array, two_peak_separation
 
 __all__ = ["LinePairResult", "resolve_line_pairs"]
 
@@ -59,6 +59,12 @@ def resolve_line_pairs(
     Returns:
         One :class:`LinePairResult` per pair, left to right.
 
+    Raises:
+        ValueError: ``image`` not 2-D or with NaN/inf; ``lines_nm`` of the wrong shape,
+            with NaN/inf, or with a pair outside the image; non-positive
+            ``pixel_size_nm``/``margin_nm``; ``min_dip`` outside ``[0, 1)``.
+        TypeError: complex or non-numeric inputs.
+
     >>> import numpy as np
     >>> x = np.arange(64) * 10.0
     >>> img = np.tile(np.exp(-((x - 250) / 40) ** 2) + np.exp(-((x - 400) / 40) ** 2), (32, 1))
@@ -67,14 +73,17 @@ def resolve_line_pairs(
     >>> r[0].resolved, round(r[0].measured_separation_nm)
     (True, 150)
     """
-    img = np.asarray(image, dtype=np.float64)
+    img = _real_array(image, "image")
     check_ndim(img, "image", 2)
     check_finite(img, "image")
-    check_positive(pixel_size_nm, "pixel_size_nm")
-    check_positive(margin_nm, "margin_nm")
-    lines = np.asarray(lines_nm, dtype=np.float64)
+    pixel_size_nm = _positive_scalar(pixel_size_nm, "pixel_size_nm")
+    margin_nm = _positive_scalar(margin_nm, "margin_nm")
+    # Checked here: two_peak_separation's ValueErrors are caught per pair below.
+    min_dip = _check_min_dip(min_dip)
+    lines = _real_array(lines_nm, "lines_nm")
     if lines.ndim != 3 or lines.shape[-1] != 2 or lines.shape[0] % 2:
         raise ValueError(f"argument 'lines_nm': expected (2 * n_pairs, n_points, 2) polylines, got shape {lines.shape}")
+    check_finite(lines, "lines_nm")
     ny, nx = img.shape
     results = []
     for i in range(0, lines.shape[0], 2):

@@ -74,16 +74,45 @@ def _two_gauss_model(x, a1, c1, s1, a2, c2, s2, background):
     return _gauss(x, a1, c1, s1) + _gauss(x, a2, c2, s2) + background
 
 
+def _real_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as a float64 NumPy array; TypeError naming ``name`` unless real and numeric.
+
+    ``np.asarray(x, dtype=np.float64)`` alone would drop the imaginary part of a
+    complex input with only a warning, and give unnamed errors for strings.
+    """
+    try:
+        arr = np.asarray(x)
+    except Exception as err:  # noqa: BLE001 - re-raised with a clear message
+        raise TypeError(f"argument '{name}': expected a real numeric array, got {type(x).__name__}") from err
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"argument '{name}': expected a real numeric array, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
+def _positive_scalar(x: Any, name: str) -> float:
+    """A finite positive real scalar as a Python float, or a named TypeError/ValueError."""
+    arr = _real_array(x, name)
+    if arr.ndim != 0:
+        raise ValueError(f"argument '{name}': expected a scalar, got shape {arr.shape}")
+    check_positive(arr, name)
+    return float(arr)
+
+
+def _check_min_dip(min_dip: Any) -> float:
+    try:
+        value = float(min_dip)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"argument 'min_dip': expected a number in [0, 1), got {min_dip!r}") from err
+    if np.ndim(min_dip) != 0 or not (np.isfinite(value) and 0.0 <= value < 1.0):
+        raise ValueError(f"argument 'min_dip': expected a number in [0, 1), got {min_dip!r}")
+    return value
+
+
 def _clean_profile(profile: Any, pixel_size_nm: Any, min_samples: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Validate a 1-D profile; return the finite samples' positions and values."""
-    try:
-        y = np.asarray(profile, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"argument 'profile': expected a numeric 1-D array, got {type(profile).__name__}") from err
+    y = _real_array(profile, "profile")
     check_ndim(y, "profile", 1)
-    check_positive(pixel_size_nm, "pixel_size_nm")
-    if np.ndim(pixel_size_nm) != 0:
-        raise ValueError(f"argument 'pixel_size_nm': expected a scalar, got shape {np.shape(pixel_size_nm)}")
+    pixel_size_nm = _positive_scalar(pixel_size_nm, "pixel_size_nm")
     x = np.arange(y.size, dtype=np.float64)
     keep = np.isfinite(y)
     if int(keep.sum()) < min_samples:
@@ -142,6 +171,7 @@ def fwhm(profile: Any, *, pixel_size_nm: Any = 1.0) -> FWHMResult:
         ValueError: not 1-D, fewer than 5 finite samples (e.g. all NaN), a flat
             profile, a fit that does not converge or finds no positive peak, or
             a non-positive ``pixel_size_nm``.
+        TypeError: a complex or non-numeric ``profile`` or ``pixel_size_nm``.
 
     References:
         Xue et al., CLID, Nat. Commun. (2026), Eqs. 7-8: the Gaussian-fit FWHM
@@ -220,6 +250,7 @@ def two_peak_separation(profile: Any, *, pixel_size_nm: Any = 1.0, min_dip: Any 
     Raises:
         ValueError: not 1-D, fewer than 8 finite samples, flat, a failed fit,
             ``min_dip`` outside ``[0, 1)``, or a non-positive ``pixel_size_nm``.
+        TypeError: a complex or non-numeric ``profile``, ``pixel_size_nm`` or ``min_dip``.
 
     References:
         Lord Rayleigh, "Investigations in optics, with special reference to the
@@ -234,8 +265,7 @@ def two_peak_separation(profile: Any, *, pixel_size_nm: Any = 1.0, min_dip: Any 
         (10.0, True)
     """
     x, y, px = _clean_profile(profile, pixel_size_nm, 8)
-    if not (np.ndim(min_dip) == 0 and np.isfinite(min_dip) and 0.0 <= float(min_dip) < 1.0):
-        raise ValueError(f"argument 'min_dip': expected a number in [0, 1), got {min_dip!r}")
+    min_dip = _check_min_dip(min_dip)
     p0 = np.asarray(_two_peak_guess(x, y), dtype=np.float64)
     x_lo, x_hi = float(x[0]), float(x[-1])
     span = float(np.ptp(y))
@@ -270,7 +300,7 @@ def two_peak_separation(profile: Any, *, pixel_size_nm: Any = 1.0, min_dip: Any 
     return TwoPeakResult(
         separation_nm=float((c2 - c1) * px),
         dip=dip,
-        resolved=bool(dip >= float(min_dip)),
+        resolved=bool(dip >= min_dip),
         centers_nm=np.array([c1, c2]) * px,
         fwhm_nm=np.array([s1, s2]) * _FWHM_PER_SIGMA * px,
     )
@@ -301,6 +331,7 @@ def line_profile(image: Any, start: Any, end: Any, *, width: int = 1, num: int |
     Raises:
         ValueError: image not 2-D or containing NaN, a zero-length segment,
             or sample points (including the width) outside ``[0, size - 1]``.
+        TypeError: a complex or non-numeric ``image``, ``start`` or ``end``.
 
     Example:
         >>> import numpy as np
@@ -308,12 +339,12 @@ def line_profile(image: Any, start: Any, end: Any, *, width: int = 1, num: int |
         >>> line_profile(img, (2, 0), (2, 4)).tolist()
         [10.0, 11.0, 12.0, 13.0, 14.0]
     """
-    img = np.asarray(image, dtype=np.float64)
+    img = _real_array(image, "image")
     check_ndim(img, "image", 2)
     check_finite(img, "image")
     width = check_int(width, "width", minimum=1)
-    p0 = np.asarray(start, dtype=np.float64)
-    p1 = np.asarray(end, dtype=np.float64)
+    p0 = _real_array(start, "start")
+    p1 = _real_array(end, "end")
     for name, p in (("start", p0), ("end", p1)):
         if p.shape != (2,) or not np.all(np.isfinite(p)):
             raise ValueError(f"argument '{name}': expected a finite (y, x) pair, got {p.tolist()!r}")

@@ -63,7 +63,8 @@ def psnr(image: Any, reference: Any, *, data_range: Any) -> jax.Array:
             shape ``(...)``.
 
     Returns:
-        ``(...)`` array of PSNR values in dB (dtype of the inputs).
+        ``(...)`` array of PSNR values in dB (dtype of the inputs); ``+inf`` where
+        the images are identical (with a zero gradient there, not NaN).
 
     Raises:
         ValueError: rank below 2, shape mismatch, NaN/inf in an input, or a
@@ -87,7 +88,11 @@ def psnr(image: Any, reference: Any, *, data_range: Any) -> jax.Array:
 @jax.jit
 def _psnr_core(image: jax.Array, reference: jax.Array, data_range: jax.Array) -> jax.Array:
     mse = jnp.mean((image - reference) ** 2, axis=(-2, -1))
-    return 10.0 * jnp.log10(data_range**2 / mse)
+    # Identical images: the value is +inf and the gradient is set to 0 (the
+    # maximum) instead of the 0/0 = NaN of the plain formula.
+    positive = mse > 0
+    safe = jnp.where(positive, mse, 1.0)
+    return jnp.where(positive, 10.0 * jnp.log10(data_range**2 / safe), jnp.inf)
 
 
 def _gaussian_taps(win_size: int, sigma: jax.Array) -> jax.Array:
@@ -155,8 +160,9 @@ def ssim(
         win_size: odd number of Gaussian taps per axis (static), ``>= 3``; each
             of the last two axes must be at least this long.
         sigma: standard deviation of the Gaussian window in pixels (traced).
-        k1: constant of the luminance term (traced).
-        k2: constant of the contrast/structure term (traced).
+        k1: constant of the luminance term (traced scalar, > 0).
+        k2: constant of the contrast/structure term (traced scalar, > 0). Zero
+            constants would give 0/0 on flat regions.
         return_map: also return the full-size SSIM map.
 
     Returns:
@@ -166,7 +172,8 @@ def ssim(
     Raises:
         ValueError: rank below 2, shape mismatch, NaN/inf in an input, an image
             smaller than the window, an even or too small ``win_size``, or a
-            non-positive ``data_range``/``sigma``.
+            non-positive (or non-scalar) ``sigma``/``k1``/``k2``, or a non-positive
+            ``data_range``.
 
     References:
         Z. Wang, A. C. Bovik, H. R. Sheikh and E. P. Simoncelli, "Image quality
@@ -194,7 +201,11 @@ def ssim(
     check_ndim(sigma, "sigma", 0)
     check_positive(sigma, "sigma")
     k1 = as_float_array(k1, "k1").astype(dtype)
+    check_ndim(k1, "k1", 0)
+    check_positive(k1, "k1")
     k2 = as_float_array(k2, "k2").astype(dtype)
+    check_ndim(k2, "k2", 0)
+    check_positive(k2, "k2")
     mean, ssim_map = _ssim_core(image, reference, data_range, sigma, k1, k2, win_size=win_size)
     if return_map:
         return mean, ssim_map

@@ -23,7 +23,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxsr._validate import check_choice, check_finite, check_int, check_ndim, check_positive
+from jaxsr._validate import check_choice, check_finite, check_int, check_ndim
+from jaxsr.metrics.profile import _positive_scalar, _real_array
 
 __all__ = ["FRCResult", "DecorrelationResult", "frc", "frc_single", "decorrelation"]
 
@@ -87,20 +88,20 @@ class DecorrelationResult(NamedTuple):
 
 # --------------------------------------------------------------------- helpers
 def _as_image(x: Any, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"argument '{name}': expected a numeric 2-D array, got {type(x).__name__}") from err
+    arr = _real_array(x, name)
     check_ndim(arr, name, 2)
     check_finite(arr, name)
     return arr
 
 
 def _check_pixel_size(pixel_size_nm: Any) -> float:
-    if np.ndim(pixel_size_nm) != 0:
-        raise ValueError(f"argument 'pixel_size_nm': expected a scalar, got shape {np.shape(pixel_size_nm)}")
-    check_positive(pixel_size_nm, "pixel_size_nm")
-    return float(pixel_size_nm)
+    return _positive_scalar(pixel_size_nm, "pixel_size_nm")
+
+
+def _check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"argument '{name}': expected a bool, got {type(value).__name__}")
+    return bool(value)
 
 
 def _centre_square(a: np.ndarray, side: int) -> np.ndarray:
@@ -222,6 +223,7 @@ def frc(
     Raises:
         ValueError: an image not 2-D, smaller than 8 x 8, constant or with NaN;
             shapes that differ; a non-positive pixel size; an unknown threshold.
+        TypeError: a complex or non-numeric image or pixel size; a non-bool ``apodize``.
 
     References:
         W. O. Saxton and W. Baumeister, J. Microsc. 127, 127-138 (1982);
@@ -244,6 +246,7 @@ def frc(
         raise ValueError(f"argument 'image2': shape {b.shape} does not match argument 'image1' of shape {a.shape}")
     px = _check_pixel_size(pixel_size_nm)
     check_choice(threshold, "threshold", _THRESHOLDS)
+    apodize = _check_bool(apodize, "apodize")
     n = min(a.shape)
     if n < 8:
         raise ValueError(f"argument 'image1': needs at least 8 x 8 pixels, got shape {a.shape}")
@@ -294,6 +297,7 @@ def frc_single(image: Any, *, pixel_size_nm: Any, threshold: str = "1/7", apodiz
     Raises:
         ValueError: image not 2-D, smaller than 16 x 16, constant or with NaN;
             non-positive pixel size; unknown threshold.
+        TypeError: a complex or non-numeric image or pixel size; a non-bool ``apodize``.
 
     References:
         S. Koho et al., "Fourier ring correlation simplifies image restoration
@@ -309,6 +313,7 @@ def frc_single(image: Any, *, pixel_size_nm: Any, threshold: str = "1/7", apodiz
     img = _as_image(image, "image")
     px = _check_pixel_size(pixel_size_nm)
     check_choice(threshold, "threshold", _THRESHOLDS)
+    apodize = _check_bool(apodize, "apodize")
     n = min(img.shape) // 2 * 2
     if n < 16:
         raise ValueError(f"argument 'image': needs at least 16 x 16 pixels, got shape {img.shape}")
@@ -394,6 +399,7 @@ def decorrelation(
     Raises:
         ValueError: image not 2-D, smaller than 16 x 16, constant or with NaN;
             non-positive pixel size; ``num_radii < 10`` or ``num_highpass < 1``.
+        TypeError: a complex or non-numeric image or pixel size.
 
     References:
         A. Descloux, K. S. Grussmayer and A. Radenovic, "Parameter-free image

@@ -221,7 +221,8 @@ def _large(ax, order):
 
 def _j0_value(x):
     ax = jnp.abs(x)
-    return jnp.where(ax <= _SMALL_LIMIT, _small("j0", x * x), _large(ax, 0))
+    value = jnp.where(ax <= _SMALL_LIMIT, _small("j0", x * x), _large(ax, 0))
+    return jnp.where(jnp.isnan(x), jnp.nan, value)  # NaN in, NaN out (never a plausible number)
 
 
 def _j1_and_j1x(x):
@@ -232,7 +233,8 @@ def _j1_and_j1x(x):
     j1_large = _large(ax, 1)
     j1 = jnp.where(small, x * j1x_small, jnp.sign(x) * j1_large)
     j1x = jnp.where(small, j1x_small, j1_large / jnp.where(small, 1.0, ax))
-    return j1, j1x
+    nan = jnp.isnan(x)
+    return jnp.where(nan, jnp.nan, j1), jnp.where(nan, jnp.nan, j1x)
 
 
 def _of_sq(name, s):

@@ -135,10 +135,18 @@ def _gauss_log_mass(n, pixel, sigma, offset, integrate):
     c = _centred(n, pixel.dtype) * pixel
     c = c - offset[..., None]
     s = sigma[..., None]
+    # Standardised coordinates are clipped where their square would overflow
+    # (a sigma many orders below the pixel size, or an emitter absurdly far
+    # off the grid): otherwise log masses of -inf give inf - inf = NaN and the
+    # softmax of an all -inf axis is NaN. The clip never binds in normal use.
+    big = 0.5 * math.sqrt(float(jnp.finfo(c.dtype).max))
     if integrate:
         half = 0.5 * pixel
-        return _log_ndtr_diff((c - half) / s, (c + half) / s)
-    return -0.5 * jnp.square(c / s) + jnp.log(pixel / s) - 0.5 * math.log(2.0 * math.pi)
+        a = jnp.clip((c - half) / s, -big, big)
+        b = jnp.clip((c + half) / s, -big, big)
+        return _log_ndtr_diff(a, b)
+    u = jnp.clip(c / s, -big, big)
+    return -0.5 * jnp.square(u) + jnp.log(pixel) - jnp.log(s) - 0.5 * math.log(2.0 * math.pi)
 
 
 def _softmax(logits, axis=-1):

@@ -141,7 +141,8 @@ def zernike(j: int, rho, theta):
     """
     j = check_int(j, "j", minimum=1)
     rho, theta = _polar(rho, theta)
-    return jnp.where(rho <= 1.0, zernike_unmasked(j, rho, theta), 0.0)
+    outside = jnp.where(jnp.isnan(rho), jnp.nan, 0.0)  # NaN radius -> NaN, not a silent 0
+    return jnp.where(rho <= 1.0, zernike_unmasked(j, rho, theta), outside)
 
 
 def zernike_basis(indices: Sequence[int], rho, theta):

@@ -24,11 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsr._validate import check_choice, check_int, check_nonnegative, check_positive, check_shape
-from jaxsr.forward import CameraModel, apply_camera, camera_preset, expected_image
+from jaxsr._validate import check_choice, check_int, check_shape
+from jaxsr.forward import _PRESETS, CameraModel, apply_camera, camera_preset, expected_image
 from jaxsr.optics.psf import airy_psf_2d, gaussian_psf_2d
 from jaxsr.simulate.render import render_points, render_polyline
-from jaxsr.simulate.structures import bead_pairs, filaments, line_pairs, ring
+from jaxsr.simulate.structures import _pos_float, _separations, _to_float, bead_pairs, filaments, line_pairs, ring
 
 __all__ = ["STRUCTURES", "WidefieldSimulation", "simulate_widefield", "widefield_psf"]
 
@@ -78,20 +78,26 @@ def widefield_psf(*, psf: str, na: float, wavelength_nm: float, pixel_size_nm: f
         na: numerical aperture.
         wavelength_nm: emission wavelength (nm).
         pixel_size_nm: grid pixel size (nm).
-        max_size: largest allowed side (pixels); the side is odd.
+        max_size: largest allowed side (pixels, >= 3); the side is odd.
 
     Returns:
         ``(n, n)`` unit-sum PSF, ``n`` odd, radius about 3 wavelength / NA.
+
+    Raises:
+        ValueError: unknown ``psf``; ``na``, ``wavelength_nm`` or ``pixel_size_nm``
+            not finite and positive; ``max_size`` below 3.
+        TypeError: a non-numeric parameter or a non-integer ``max_size``.
 
     >>> widefield_psf(psf="gaussian", na=1.4, wavelength_nm=520.0, pixel_size_nm=65.0).shape
     (37, 37)
     """
     check_choice(psf, "psf", ["airy", "gaussian"])
-    check_positive(na, "na")
-    check_positive(wavelength_nm, "wavelength_nm")
-    check_positive(pixel_size_nm, "pixel_size_nm")
+    na = _pos_float(na, "na")
+    wavelength_nm = _pos_float(wavelength_nm, "wavelength_nm")
+    pixel_size_nm = _pos_float(pixel_size_nm, "pixel_size_nm")
     half = int(math.ceil(3.0 * wavelength_nm / na / pixel_size_nm))
     if max_size is not None:
+        max_size = check_int(max_size, "max_size", minimum=3)
         half = max(1, min(half, (max_size - 1) // 2))
     shape = (2 * half + 1, 2 * half + 1)
     if psf == "airy":
@@ -170,6 +176,15 @@ def simulate_widefield(
     Returns:
         :class:`WidefieldSimulation`.
 
+    Raises:
+        ValueError: unknown ``structure``/``psf``/camera preset; a non-2D or too small
+            ``shape``; non-positive or non-finite ``pixel_size_nm``, ``na``,
+            ``wavelength_nm``, ``signal_photons``; negative ``background_photons``;
+            empty or negative ``separations_nm`` (lines, beads); a pattern that does
+            not fit the field.
+        TypeError: non-numeric parameters or a ``camera`` that is neither a name nor
+            a :class:`~jaxsr.forward.CameraModel`.
+
     >>> import jax
     >>> sim = simulate_widefield(jax.random.key(0), shape=(32, 32), camera="ideal")
     >>> sim.image.shape, sim.object.shape, round(sim.fine_pixel_size_nm, 2)
@@ -178,11 +193,19 @@ def simulate_widefield(
     check_choice(structure, "structure", STRUCTURES)
     shape = check_shape(shape, "shape", ndim=2)
     upsample = check_int(upsample, "upsample", minimum=1)
-    for name, value in (("pixel_size_nm", pixel_size_nm), ("na", na), ("wavelength_nm", wavelength_nm),
-                        ("signal_photons", signal_photons)):
-        check_positive(value, name)
-    check_nonnegative(background_photons, "background_photons")
+    pixel_size_nm = _pos_float(pixel_size_nm, "pixel_size_nm")
+    na = _pos_float(na, "na")
+    wavelength_nm = _pos_float(wavelength_nm, "wavelength_nm")
+    signal_photons = _pos_float(signal_photons, "signal_photons")
+    background_photons = _to_float(background_photons, "background_photons")
+    if not (np.isfinite(background_photons) and background_photons >= 0):
+        raise ValueError(f"argument 'background_photons': must be finite and non-negative, got {background_photons!r}")
+    if structure in ("lines", "beads"):
+        separations_nm = tuple(float(v) for v in _separations(separations_nm, "separations_nm"))
     if isinstance(camera, str):
+        if camera not in _PRESETS:
+            raise ValueError(f"argument 'camera': expected a CameraModel or a preset name, one of "
+                             f"{list(_PRESETS)}, got {camera!r}")
         camera = camera_preset(camera)
     elif not isinstance(camera, CameraModel):
         raise TypeError(f"argument 'camera': expected a CameraModel or a preset name, got {type(camera).__name__}")

@@ -31,21 +31,32 @@ from jaxsr._validate import check_int, default_float_dtype
 __all__ = ["filaments", "line_pairs", "bead_pairs", "ring", "random_beads"]
 
 
-def _pos_float(value: Any, name: str) -> float:
+def _to_float(value: Any, name: str, what: str = "a number") -> float:
+    """``float(value)``, refusing strings (``float("1.4")`` would parse them)."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"argument '{name}': expected {what}, got {value!r}")
     try:
-        v = float(value)
+        return float(value)
     except Exception as err:  # noqa: BLE001 - re-raised with a clear message
-        raise TypeError(f"argument '{name}': expected a number, got {value!r}") from err
+        raise TypeError(f"argument '{name}': expected {what}, got {value!r}") from err
+
+
+def _pos_float(value: Any, name: str) -> float:
+    v = _to_float(value, name)
     if not np.isfinite(v) or v <= 0:
         raise ValueError(f"argument '{name}': must be finite and positive, got {v!r}")
     return v
 
 
 def _pair(value: Any, name: str, *, positive: bool) -> tuple[float, float]:
+    what = "a (y, x) pair of numbers"
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"argument '{name}': expected {what}, got {value!r}")
     try:
-        vals = tuple(float(v) for v in value)
-    except Exception as err:  # noqa: BLE001
-        raise TypeError(f"argument '{name}': expected a (y, x) pair of numbers, got {value!r}") from err
+        items = list(value)
+    except Exception as err:  # noqa: BLE001 - e.g. not iterable
+        raise TypeError(f"argument '{name}': expected {what}, got {value!r}") from err
+    vals = tuple(_to_float(v, name, what) for v in items)
     if len(vals) != 2:
         raise ValueError(f"argument '{name}': expected a (y, x) pair, got {value!r}")
     if not all(np.isfinite(v) for v in vals):
@@ -56,7 +67,16 @@ def _pair(value: Any, name: str, *, positive: bool) -> tuple[float, float]:
 
 
 def _separations(value: Any, name: str) -> np.ndarray:
-    arr = np.asarray(value, dtype=float).reshape(-1)
+    try:
+        arr = np.asarray(value)
+    except Exception as err:  # noqa: BLE001 - re-raised with a clear message
+        raise TypeError(f"argument '{name}': expected a sequence of numbers, got {value!r}") from err
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"argument '{name}': expected a sequence of numbers, got {value!r}")
+    arr = arr.astype(float)
+    if arr.ndim > 1:
+        raise ValueError(f"argument '{name}': expected a 1D sequence of separations, got shape {arr.shape}")
+    arr = arr.reshape(-1)
     if arr.size == 0:
         raise ValueError(f"argument '{name}': needs at least one separation")
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
@@ -283,10 +303,7 @@ def ring(
     m = check_int(copies_per_subunit, "copies_per_subunit", minimum=1)
     spacing = _pos_float(copy_spacing_nm, "copy_spacing_nm")
     cy, cx = _pair(centre_nm, "centre_nm", positive=False)
-    try:
-        rot = float(rotation_rad)
-    except Exception as err:  # noqa: BLE001
-        raise TypeError(f"argument 'rotation_rad': expected a number, got {rotation_rad!r}") from err
+    rot = _to_float(rotation_rad, "rotation_rad")
     if not np.isfinite(rot):
         raise ValueError(f"argument 'rotation_rad': must be finite, got {rot!r}")
     r = d / 2

@@ -227,3 +227,21 @@ def test_write_json_bad_arguments(tmp_path):
         write_json(tmp_path / "m.json", {}, indent=-1)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_json(tmp_path / "missing" / "m.json", {})
+
+
+def test_write_json_nonfinite_null(tmp_path):
+    import json
+
+    import numpy as np
+
+    from jaxsr.io import write_json
+
+    target = tmp_path / "r.json"
+    with pytest.raises(ValueError, match="obj"):
+        write_json(target, {"a": float("inf")})
+    assert not target.exists()
+    write_json(target, {"a": float("inf"), "b": [1.0, np.nan], "c": np.float32(2.5), "d": {"e": -np.inf}},
+               nonfinite="null")
+    assert json.loads(target.read_text()) == {"a": None, "b": [1.0, None], "c": 2.5, "d": {"e": None}}
+    with pytest.raises(ValueError, match="nonfinite"):
+        write_json(tmp_path / "x.json", {}, nonfinite="drop")
