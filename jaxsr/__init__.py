@@ -5,14 +5,35 @@ Subpackages (each also importable on its own):
 - :mod:`jaxsr.optics`: PSF models (Gaussian, Airy/Bessel, pupil + Zernike, astigmatic), OTFs, PSF fitting.
 - :mod:`jaxsr.forward`: image formation: convolution, binning, background, camera noise.
 - :mod:`jaxsr.simulate`: synthetic structures in nm and ready-made widefield datasets.
+- :mod:`jaxsr.deconv`: Richardson-Lucy, upsampling, 3S denoising, the CLID pipeline, sparse deconvolution.
 - :mod:`jaxsr.metrics`: PSNR/SSIM, FWHM and two-peak verdicts, FRC and decorrelation.
 - :mod:`jaxsr.io`: TIFF/OME-TIFF with pixel sizes, atomic writes.
 
 Every public name below is also available at the top level, e.g. ``jaxsr.airy_psf_2d``.
 """
 
-from jaxsr import forward, io, metrics, optics, simulate
+from jaxsr import deconv, forward, io, metrics, optics, simulate
 from jaxsr._version import __version__
+from jaxsr.deconv import (
+    BACKGROUNDS,
+    CLID_PSF_MODELS,
+    GradientConsensusStop,
+    LikelihoodPlateauStop,
+    RelativeChangeStop,
+    RLHistory,
+    bicubic_upsample,
+    clid,
+    clid_psf,
+    fourier_upsample,
+    lanczos_upsample,
+    resample_psf,
+    richardson_lucy,
+    series_average,
+    series_median,
+    sparse_deconvolution,
+    sparse_hessian_reconstruction,
+    three_s_denoise,
+)
 from jaxsr.forward import (
     CameraModel,
     adu_variance,
@@ -26,7 +47,7 @@ from jaxsr.forward import (
     photons_from_adu,
     poisson_noise,
 )
-from jaxsr.io import ImageMetadata, atomic_path, read_image, write_image, write_json
+from jaxsr.io import ImageMetadata, atomic_path, read_image, write_image, write_json, write_png_panel
 from jaxsr.metrics import (
     DecorrelationResult,
     FRCResult,
@@ -53,6 +74,7 @@ from jaxsr.optics import (
     bessel_j0,
     bessel_j1,
     centre_pad_psf,
+    clid_bessel_psf,
     fit_psf,
     gaussian_psf_2d,
     gaussian_psf_3d,
@@ -65,6 +87,7 @@ from jaxsr.optics import (
 )
 from jaxsr.simulate import (
     STRUCTURES,
+    RSFPSeries,
     WidefieldSimulation,
     bead_pairs,
     filaments,
@@ -73,6 +96,8 @@ from jaxsr.simulate import (
     render_points,
     render_polyline,
     ring,
+    rsfp_background,
+    simulate_rsfp_series,
     simulate_widefield,
     widefield_psf,
 )
@@ -80,6 +105,7 @@ from jaxsr.simulate import (
 __all__ = [
     "__version__",
     # subpackages
+    "deconv",
     "forward",
     "io",
     "metrics",
@@ -95,6 +121,7 @@ __all__ = [
     "gaussian_psf_2d",
     "gaussian_psf_3d",
     "airy_psf_2d",
+    "clid_bessel_psf",
     "pupil_psf_3d",
     "astigmatic_sigma",
     "astigmatic_psf_3d",
@@ -128,6 +155,28 @@ __all__ = [
     "widefield_psf",
     "WidefieldSimulation",
     "STRUCTURES",
+    "simulate_rsfp_series",
+    "rsfp_background",
+    "RSFPSeries",
+    # deconv
+    "richardson_lucy",
+    "RLHistory",
+    "RelativeChangeStop",
+    "LikelihoodPlateauStop",
+    "GradientConsensusStop",
+    "resample_psf",
+    "lanczos_upsample",
+    "bicubic_upsample",
+    "fourier_upsample",
+    "three_s_denoise",
+    "series_average",
+    "series_median",
+    "clid",
+    "clid_psf",
+    "CLID_PSF_MODELS",
+    "sparse_deconvolution",
+    "sparse_hessian_reconstruction",
+    "BACKGROUNDS",
     # metrics
     "psnr",
     "ssim",
@@ -149,4 +198,5 @@ __all__ = [
     "ImageMetadata",
     "atomic_path",
     "write_json",
+    "write_png_panel",
 ]

@@ -59,7 +59,7 @@ def test_key_comes_first(name, fn):
         assert params[0] == "key", f"{name}: 'key' must be the first parameter"
 
 
-@pytest.mark.parametrize("sub", ["optics", "forward", "simulate", "metrics", "io"])
+@pytest.mark.parametrize("sub", ["optics", "forward", "simulate", "metrics", "io", "deconv"])
 def test_subpackage_names_reexported(sub):
     module = getattr(jaxsr, sub)
     missing = set(module.__all__) - set(jaxsr.__all__)

@@ -7,6 +7,7 @@ polynomials (:mod:`~jaxsr.optics.zernike`), PSF models on pixel grids
 nm, PSF centre at index ``n // 2`` on every axis.
 """
 
+from jaxsr.optics.clid_bessel import clid_bessel_psf
 from jaxsr.optics.bessel import airy_kernel, bessel_j0, bessel_j1
 from jaxsr.optics.fit import PSF_MODELS, PSFFitResult, fit_psf
 from jaxsr.optics.otf import centre_pad_psf, otf_to_psf, psf_to_otf
@@ -30,6 +31,7 @@ __all__ = [
     "gaussian_psf_2d",
     "gaussian_psf_3d",
     "airy_psf_2d",
+    "clid_bessel_psf",
     "pupil_psf_3d",
     "astigmatic_sigma",
     "astigmatic_psf_3d",

@@ -8,6 +8,7 @@ images, conserving photons and differentiable in positions and weights.
 """
 
 from jaxsr.simulate.dataset import STRUCTURES, WidefieldSimulation, simulate_widefield, widefield_psf
+from jaxsr.simulate.rsfp import RSFPSeries, rsfp_background, simulate_rsfp_series
 from jaxsr.simulate.render import render_points, render_polyline
 from jaxsr.simulate.structures import bead_pairs, filaments, line_pairs, random_beads, ring
 
@@ -23,4 +24,7 @@ __all__ = [
     "widefield_psf",
     "WidefieldSimulation",
     "STRUCTURES",
+    "simulate_rsfp_series",
+    "rsfp_background",
+    "RSFPSeries",
 ]
