@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEMO_OUT ?= demo_out
+DEMO_OUT ?= jaxsr-demo
 
 .PHONY: demo test venv clean
 

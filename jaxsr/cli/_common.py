@@ -63,3 +63,27 @@ def pixel_size_from(args_value: float | None, meta_value: float | None, flag: st
     if meta_value:
         return float(meta_value)
     raise ValueError(f"{flag}: the image has no pixel size in its metadata; pass {flag} NM")
+
+
+class Progress:
+    """A one-line progress bar on stderr (only when stderr is a terminal), for RL callbacks."""
+
+    def __init__(self, total: int, label: str):
+        import sys
+
+        self.total, self.label = int(total), label
+        self.stream = sys.stderr
+        self.live = self.stream.isatty()
+
+    def __call__(self, done: int, info=None) -> None:
+        if not self.live:
+            return
+        width = 30
+        filled = int(width * min(done, self.total) / max(self.total, 1))
+        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -12,13 +12,15 @@ import sys
 from collections.abc import Sequence
 
 from jaxsr._version import __version__
-from jaxsr.cli import demo, fit_psf, resolution, simulate
+from jaxsr.cli import clid, deconvolve, demo, fit_psf, resolution, simulate
 
 SUBCOMMANDS = {
     "demo": demo,
     "simulate": simulate,
     "resolution": resolution,
     "fit-psf": fit_psf,
+    "deconvolve": deconvolve,
+    "clid": clid,
 }
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError)

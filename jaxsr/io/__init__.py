@@ -1,6 +1,7 @@
 """Image and result files: TIFF/OME-TIFF with pixel size, atomic writes, JSON."""
 
 from jaxsr.io.atomic import atomic_path, write_json
+from jaxsr.io.png import write_png_panel
 from jaxsr.io.tiff import ImageMetadata, read_image, write_image
 
 __all__ = [
@@ -9,4 +10,5 @@ __all__ = [
     "ImageMetadata",
     "atomic_path",
     "write_json",
+    "write_png_panel",
 ]

@@ -1,0 +1,109 @@
+"""Richardson-Lucy deconvolution of a TIFF image, stack or time-lapse.
+
+A 2D image or a time-lapse of 2D frames (T, Y, X) is deconvolved with a 2D
+PSF; frames go through in batches (one vectorised call per batch, not one per
+frame). A 3D stack (Z, Y, X) is deconvolved with a 3D PSF (--psf pupil or a 3D
+PSF TIFF). The PSF is a model with parameters or a measured TIFF, resampled to
+the image grid if its pixel size differs. Input values are photon counts
+(subtract the camera offset first, or give it as --background); negative
+pixels are clipped to zero, integer images are converted to float32. The result
+is written atomically as float32 TIFF with the (upsampled) pixel size; the input
+is never modified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from jaxsr.cli._common import Progress, nonnegative_float, pixel_size_from, positive_int, require_input
+from jaxsr.cli._psf import add_psf_arguments, build_psf
+
+HELP = "Richardson-Lucy deconvolution of an image, stack or time-lapse (TIFF)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="input TIFF/OME-TIFF: (y, x), (t, y, x) frames, or a (z, y, x) stack")
+    p.add_argument("-o", "--output", required=True, help="output TIFF path")
+    p.add_argument("--iterations", type=positive_int, default=50, help="RL iterations (default 50)")
+    p.add_argument("--background", type=nonnegative_float, default=0.0,
+                   help="constant background per pixel, same units as the image (default 0)")
+    p.add_argument("--upsample", type=positive_int, default=1,
+                   help="Lanczos upsampling factor before deconvolution, 2D only (default 1)")
+    p.add_argument("--accelerate", action="store_true", help="Biggs-Andrews acceleration")
+    p.add_argument("--boundary", choices=["pad", "periodic"], default="pad",
+                   help="edge handling: pad (no ringing, default) or periodic")
+    p.add_argument("--batch", type=positive_int, default=8, help="frames per vectorised batch (default 8)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_psf_arguments(p, default_psf="airy")
+
+
+def check_output(args: argparse.Namespace, inputs: list[str]) -> None:
+    """Refuse an existing output (unless --overwrite) and never write over an input."""
+    out = os.path.abspath(args.output)
+    for path in inputs:
+        if path and os.path.abspath(path) == out:
+            raise ValueError(f"--output: {args.output} is an input file; inputs are never overwritten")
+    if os.path.exists(out) and not args.overwrite:
+        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
+    folder = os.path.dirname(out)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--output: folder does not exist: {folder}")
+
+
+def deconvolve_frames(frames: np.ndarray, psf: np.ndarray, *, batch: int, label: str, run_one) -> np.ndarray:
+    """Apply ``run_one(batch_array, progress)`` to ``frames`` (leading axis) in batches, with a progress bar."""
+    results = []
+    n = frames.shape[0]
+    for start in range(0, n, batch):
+        chunk = frames[start:start + batch]
+        tag = f"{label} frames {start + 1}-{start + chunk.shape[0]}/{n}" if n > 1 else label
+        results.append(np.asarray(run_one(chunk, tag)))
+    return np.concatenate(results, axis=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jaxsr.deconv import clid, richardson_lucy
+    from jaxsr.io import read_image, write_image
+
+    require_input(args.input, "INPUT")
+    check_output(args, [args.input, args.psf])
+    image, meta = read_image(args.input)
+    pixel = pixel_size_from(args.pixel_size, meta.pixel_size_nm)
+    z_step = args.z_step or meta.z_step_nm
+    psf_is_3d = args.psf == "pupil" or (os.path.exists(args.psf) and read_image(args.psf)[0].ndim == 3)
+    if image.ndim < (3 if psf_is_3d else 2):
+        raise ValueError(f"INPUT: a {'3D' if psf_is_3d else '2D'} PSF needs an image with at least "
+                         f"{3 if psf_is_3d else 2} axes, got shape {image.shape}")
+    if psf_is_3d and args.upsample != 1:
+        raise ValueError("--upsample: only 2D images and time-lapses can be upsampled")
+    fine = pixel / args.upsample
+    psf = build_psf(args, pixel_size_nm=fine, z_step_nm=z_step, image_shape=image.shape)
+
+    spatial = psf.ndim
+    lead = image.shape[:-spatial]
+    frames = image.reshape((-1,) + image.shape[-spatial:])
+
+    def run_one(chunk, tag):
+        bar = Progress(args.iterations, tag)
+        if args.upsample > 1:
+            out = clid(chunk, psf, upsample=args.upsample, num_iter=args.iterations, accelerate=args.accelerate,
+                       background=args.background, boundary=args.boundary)
+            bar(args.iterations)
+        else:
+            out = richardson_lucy(chunk, psf, num_iter=args.iterations, background=args.background,
+                                  boundary=args.boundary, accelerate=args.accelerate,
+                                  callback=lambda done, info: bar(done), chunk=max(1, args.iterations // 20))
+        bar.close()
+        return out
+
+    result = deconvolve_frames(frames, psf, batch=args.batch, label="deconvolving", run_one=run_one)
+    result = result.reshape(lead + result.shape[1:]).astype(np.float32)
+    axes = meta.axes if len(meta.axes) == result.ndim else None
+    write_image(args.output, result, pixel_size_nm=fine, z_step_nm=z_step if spatial == 3 else None,
+                axes=axes, overwrite=args.overwrite)
+    print(f"wrote {args.output}: {result.shape} float32, pixel {fine:.2f} nm, {args.iterations} iterations, "
+          f"PSF {args.psf} {psf.shape}")
+    return 0
