@@ -30,7 +30,8 @@ FILES = ("raw_frame.tif", "clear_3s.tif", "clid.tif", "ground_truth.tif", "demo.
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="jaxsr-demo", help="output folder (default ./jaxsr-demo)")
-    p.add_argument("--size", type=positive_int, default=128, help="camera image side in pixels (default 128)")
+    p.add_argument("--size", type=positive_int, default=192,
+                   help="camera image side in pixels (default 192, the size of benchmarks/reproduce_clid_fig1.py)")
     p.add_argument("--iterations", type=positive_int, default=100, help="accelerated RL iterations (default 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace files of an earlier demo run")
