@@ -33,7 +33,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import jax
@@ -45,8 +44,8 @@ from jaxsr.deconv.clid import clid, clid_psf
 from jaxsr.deconv.three_s import series_average, series_median, three_s_denoise
 from jaxsr.deconv.upsample import lanczos_upsample
 from jaxsr.metrics import psnr, resolve_line_pairs, ssim
-from jaxsr.optics.psf import airy_psf_2d
 from jaxsr.simulate.render import render_polyline
+from jaxsr.simulate.dataset import widefield_psf
 from jaxsr.simulate.rsfp import simulate_rsfp_series
 from jaxsr.simulate.structures import filaments, line_pairs
 
@@ -160,8 +159,7 @@ def clid_experiment(
     fine = pixel_size_nm / upsample
     fine_shape = (shape[0] * upsample, shape[1] * upsample)
     field = (shape[0] * pixel_size_nm, shape[1] * pixel_size_nm)
-    half = int(math.ceil(3.0 * wavelength_nm / na / fine))
-    sim_psf = airy_psf_2d((2 * half + 1,) * 2, na=na, wavelength_nm=wavelength_nm, pixel_size_nm=fine)
+    sim_psf = widefield_psf(psf="airy", na=na, wavelength_nm=wavelength_nm, pixel_size_nm=fine)
     rl_psf = clid_psf(psf_model, na=na, wavelength_nm=wavelength_nm, pixel_size_nm=pixel_size_nm, upsample=upsample)
 
     # --- microtubules ---------------------------------------------------------------------------
