@@ -11,6 +11,9 @@ import numpy as np
 from jaxsr.cli._common import positive_float
 
 PSF_MODELS = ("airy", "gaussian", "pupil", "clid-bessel")
+# Largest model PSF side (its support is about 3 wavelength / NA each side): beyond it the
+# pixel size is absurdly small for the wavelength (a typo), and generating it would exhaust memory.
+_MAX_PSF_SIDE = 4097
 
 
 def add_psf_arguments(p: argparse.ArgumentParser, *, default_psf: str) -> None:
@@ -41,6 +44,11 @@ def build_psf(args: argparse.Namespace, *, pixel_size_nm: float, z_step_nm: floa
     from jaxsr.simulate import widefield_psf
 
     name = args.psf
+    if name in PSF_MODELS:
+        side = 2 * int(math.ceil(3.0 * args.wavelength / args.na / pixel_size_nm)) + 1
+        if side > _MAX_PSF_SIDE:
+            raise ValueError(f"--pixel-size: a {pixel_size_nm:.4g} nm (upsampled) pixel would need a {side} x {side} "
+                             f"PSF (limit {_MAX_PSF_SIDE}); check --pixel-size, --upsample, --wavelength and --na")
     if name in ("airy", "gaussian"):
         return np.asarray(widefield_psf(psf=name, na=args.na, wavelength_nm=args.wavelength,
                                         pixel_size_nm=pixel_size_nm))

@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxsr.cli._common import Progress, nonnegative_float, pixel_size_from, positive_int, require_input
 from jaxsr.cli._psf import add_psf_arguments, build_psf
-from jaxsr.cli.deconvolve import check_output, deconvolve_frames
+from jaxsr.cli.deconvolve import check_output, check_upsample, deconvolve_frames, one_line_warnings
 
 HELP = "CLID super-resolution of a clear image or of an RSFP ON/OFF series (3S)"
 
@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if image.ndim not in (2, 3):
         raise ValueError(f"INPUT: expected (y, x) or (t, y, x), got shape {image.shape}")
     pixel = pixel_size_from(args.pixel_size, meta.pixel_size_nm)
+    check_upsample(image.shape, args.upsample)
     fine = pixel / args.upsample
     psf = build_psf(args, pixel_size_nm=fine, z_step_nm=None, image_shape=image.shape)
     if psf.ndim != 2:
@@ -75,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         return out
 
-    result = deconvolve_frames(frames, psf, batch=args.batch, label="CLID", run_one=run_one)
+    with one_line_warnings("clid"):
+        result = deconvolve_frames(frames, psf, batch=args.batch, label="CLID", run_one=run_one)
     result = result.reshape(image.shape[:-2] + result.shape[-2:]).astype(np.float32)
     write_image(args.output, result, pixel_size_nm=fine, overwrite=args.overwrite)
     print(f"wrote {args.output}: {result.shape} float32, pixel {fine:.2f} nm "

@@ -14,7 +14,10 @@ is never modified.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
+import warnings
 
 import numpy as np
 
@@ -46,11 +49,36 @@ def check_output(args: argparse.Namespace, inputs: list[str]) -> None:
     for path in inputs:
         if path and os.path.abspath(path) == out:
             raise ValueError(f"--output: {args.output} is an input file; inputs are never overwritten")
+    if os.path.isdir(out):
+        raise IsADirectoryError(f"--output: is a folder, expected a TIFF file path: {args.output}")
     if os.path.exists(out) and not args.overwrite:
         raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
     folder = os.path.dirname(out)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"--output: folder does not exist: {folder}")
+
+
+def check_upsample(image_shape: tuple[int, ...], upsample: int) -> None:
+    """Refuse an --upsample factor whose output frames would be absurdly large."""
+    from jaxsr.deconv.upsample import MAX_OUTPUT_PIXELS
+
+    ny, nx = image_shape[-2:]
+    if ny * upsample * nx * upsample > MAX_OUTPUT_PIXELS:
+        raise ValueError(f"--upsample: {ny} x {nx} frames upsampled by {upsample} would be {ny * upsample} x "
+                         f"{nx * upsample} pixels each, more than the limit of 2**30")
+
+
+@contextlib.contextmanager
+def one_line_warnings(command: str):
+    """Show the library's warnings (e.g. a PSF cropped to the image) as one line each, once, on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            messages = dict.fromkeys(str(w.message).splitlines()[0] for w in caught if str(w.message))
+            for msg in messages:
+                print(f"jaxsr {command}: warning: {msg}", file=sys.stderr)
 
 
 def deconvolve_frames(frames: np.ndarray, psf: np.ndarray, *, batch: int, label: str, run_one) -> np.ndarray:
@@ -79,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
                          f"{3 if psf_is_3d else 2} axes, got shape {image.shape}")
     if psf_is_3d and args.upsample != 1:
         raise ValueError("--upsample: only 2D images and time-lapses can be upsampled")
+    check_upsample(image.shape, args.upsample)
     fine = pixel / args.upsample
     psf = build_psf(args, pixel_size_nm=fine, z_step_nm=z_step, image_shape=image.shape)
 
@@ -99,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         return out
 
-    result = deconvolve_frames(frames, psf, batch=args.batch, label="deconvolving", run_one=run_one)
+    with one_line_warnings("deconvolve"):
+        result = deconvolve_frames(frames, psf, batch=args.batch, label="deconvolving", run_one=run_one)
     result = result.reshape(lead + result.shape[1:]).astype(np.float32)
     axes = meta.axes if len(meta.axes) == result.ndim else None
     write_image(args.output, result, pixel_size_nm=fine, z_step_nm=z_step if spatial == 3 else None,

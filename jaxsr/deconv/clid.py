@@ -33,7 +33,7 @@ from jaxsr._validate import (
     check_psf,
 )
 from jaxsr.deconv.richardson_lucy import richardson_lucy
-from jaxsr.deconv.upsample import lanczos_upsample
+from jaxsr.deconv.upsample import check_nonempty, check_upsampled_size, lanczos_upsample
 from jaxsr.optics.clid_bessel import clid_bessel_psf
 from jaxsr.optics.psf import airy_psf_2d
 
@@ -41,6 +41,9 @@ __all__ = ["clid", "clid_psf", "CLID_PSF_MODELS"]
 
 #: PSF models accepted by :func:`clid_psf`.
 CLID_PSF_MODELS = ("airy", "clid-bessel")
+# Largest default PSF side (about 3 wavelength / NA on each side of the centre): beyond it
+# the fine pixel is absurdly small (a typo in pixel_size_nm or upsample).
+_MAX_DEFAULT_PSF_SIDE = 4097
 
 
 def clid_psf(model, *, na, wavelength_nm, pixel_size_nm, upsample=3, shape=None):
@@ -67,7 +70,9 @@ def clid_psf(model, *, na, wavelength_nm, pixel_size_nm, upsample=3, shape=None)
         ``(n, n)`` unit-sum PSF, centre ``n // 2``, at ``pixel_size_nm / upsample``.
 
     Raises:
-        ValueError: unknown ``model``, non-positive parameters or ``upsample``.
+        ValueError: unknown ``model``, non-scalar or non-positive parameters or
+            ``upsample``; a default ``shape`` wider than 4097 pixels (an absurdly
+            small fine pixel; message names ``upsample``).
 
     References:
         Xue et al., "High-fidelity single-frame computational super-resolution
@@ -82,10 +87,18 @@ def clid_psf(model, *, na, wavelength_nm, pixel_size_nm, upsample=3, shape=None)
     check_choice(model, "model", CLID_PSF_MODELS)
     upsample = check_int(upsample, "upsample", minimum=1)
     for value, name in ((na, "na"), (wavelength_nm, "wavelength_nm"), (pixel_size_nm, "pixel_size_nm")):
+        if np.ndim(value) != 0:
+            raise ValueError(f"argument '{name}': expected a scalar, got shape {tuple(np.shape(value))}")
         check_positive(value, name)
     fine = pixel_size_nm / upsample
     if shape is None:
         half = int(math.ceil(3.0 * float(wavelength_nm) / float(na) / float(fine)))
+        if 2 * half + 1 > _MAX_DEFAULT_PSF_SIDE:
+            raise ValueError(
+                f"argument 'upsample': the fine pixel pixel_size_nm / upsample = {float(fine):.4g} nm would need a "
+                f"{2 * half + 1} x {2 * half + 1} PSF (limit {_MAX_DEFAULT_PSF_SIDE}); check pixel_size_nm "
+                "and upsample, or pass shape"
+            )
         shape = (2 * half + 1, 2 * half + 1)
     if model == "airy":
         return airy_psf_2d(shape, na=na, wavelength_nm=wavelength_nm, pixel_size_nm=fine)
@@ -141,8 +154,10 @@ def clid(
 
     Raises:
         TypeError: ``denoiser`` not callable; non-int ``upsample``/``num_iter``.
-        ValueError: rank < 2, NaN/inf, non-positive ``upsample``/``num_iter``, a
-            bad PSF, a denoiser output of the wrong shape, a bad ``background``.
+        ValueError: rank < 2, an empty image, NaN/inf, non-positive
+            ``upsample``/``num_iter``, an upsampled frame over 2**30 pixels
+            (message names ``upsample``), a bad PSF, a denoiser output of the
+            wrong shape, a bad ``background``.
 
     References:
         Xue et al., "High-fidelity single-frame computational super-resolution
@@ -165,7 +180,9 @@ def clid(
         raise TypeError(f"argument 'denoiser': expected a callable image -> image, got {type(denoiser).__name__}")
     image = as_float_array(image, "image")
     check_ndim(image, "image", 2, min_ndim=2)
+    check_nonempty(image, "image")
     check_finite(image, "image")
+    check_upsampled_size(image.shape, upsample, "upsample")
     if not callable(psf):
         psf = as_float_array(psf, "psf")
         check_psf(psf, "psf", ndim=2)

@@ -40,6 +40,8 @@ __all__ = ["resample_psf"]
 
 
 def _positive(value: Any, name: str) -> float:
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"argument '{name}': expected a number, got {value!r}")
     try:
         out = float(value)
     except Exception as err:  # noqa: BLE001 - re-raised with a clear message
@@ -47,6 +49,11 @@ def _positive(value: Any, name: str) -> float:
     if not (math.isfinite(out) and out > 0):
         raise ValueError(f"argument '{name}': must be finite and positive, got {value!r}")
     return out
+
+
+# Largest output size per axis: the resampling matrix costs (new size) x (old size)^2
+# complex numbers to build, and a larger PSF means a pixel size off by orders of magnitude.
+_MAX_SIDE = 4097
 
 
 def _default_size(n: int, step_in: float, step_out: float) -> int:
@@ -105,9 +112,10 @@ def resample_psf(
     Raises:
         ValueError: ``psf`` not 2D/3D, with NaN/inf, negative values or a zero sum;
             a non-positive pixel size or z step; z steps missing for a 3D PSF or
-            given for a 2D one; ``shape`` of the wrong length; nothing of the PSF
-            inside ``shape``.
-        TypeError: a non-numeric pixel size.
+            given for a 2D one; ``shape`` of the wrong length or over 4097 per axis
+            (also for the default shape: message names ``pixel_size_nm``); nothing
+            of the PSF inside ``shape``.
+        TypeError: a non-numeric (or str/bool) pixel size.
 
     >>> import jax.numpy as jnp
     >>> from jaxsr.optics import gaussian_psf_2d
@@ -138,8 +146,15 @@ def resample_psf(
 
     if shape is None:
         shape = tuple(_default_size(n, a, b) for n, a, b in zip(psf.shape, steps_in, steps_out))
+        if max(shape) > _MAX_SIDE:
+            raise ValueError(
+                f"argument 'pixel_size_nm': resampling to {p_out:.4g} nm would give a psf of shape {shape} "
+                f"(limit {_MAX_SIDE} per axis); check the pixel sizes, or pass shape"
+            )
     else:
         shape = check_shape(shape, "shape", nd)
+        if max(shape) > _MAX_SIDE:
+            raise ValueError(f"argument 'shape': at most {_MAX_SIDE} per axis, got {shape}")
 
     out = psf
     for axis in range(nd):

@@ -47,6 +47,7 @@ from jaxsr._validate import (
     check_ndim,
     check_nonnegative,
     check_psf,
+    check_shape,
     is_concrete,
 )
 from jaxsr.forward import _fast_len
@@ -529,7 +530,7 @@ def _prepare_psf(psf: Any, image: jax.Array, psf_shape: Sequence[int] | None) ->
         if psf_shape is None:
             check_ndim(image, "image", 0, min_ndim=2)
             psf_shape = tuple(image.shape[-2:])
-        psf_shape = tuple(int(s) for s in psf_shape)
+        psf_shape = check_shape(psf_shape, "psf_shape", (2, 3))
         psf = psf(psf_shape)
     elif psf_shape is not None:
         raise ValueError("argument 'psf_shape': only used when 'psf' is a callable model")
@@ -543,6 +544,8 @@ def _prepare_psf(psf: Any, image: jax.Array, psf_shape: Sequence[int] | None) ->
     check_psf(psf, "psf")
     nd = psf.ndim
     spatial = tuple(image.shape[-nd:])
+    if 0 in spatial:
+        raise ValueError(f"argument 'image': is empty, got shape {tuple(image.shape)}")
     if any(k > n for k, n in zip(psf.shape, spatial)):
         target = tuple(min(k, n) for k, n in zip(psf.shape, spatial))
         warnings.warn(
@@ -670,7 +673,8 @@ def richardson_lucy(
 
     Raises:
         ValueError: ``psf`` not 2D/3D, with NaN/inf, negative values or a zero sum;
-            an image with fewer axes than the PSF (message names ``psf``); NaN/inf
+            an image with fewer axes than the PSF (message names ``psf``); an image
+            with an empty spatial axis (an empty batch gives an empty result); NaN/inf
             in ``image``; negative or non-broadcastable ``background``;
             ``num_iter`` or ``chunk`` below 1; unknown ``boundary``; ``tv_weight``
             negative or >= ``1 / (2 * ndim)``; a bad stopping-rule tolerance;
@@ -719,8 +723,8 @@ def richardson_lucy(
 
     # ---- arrays ------------------------------------------------------------
     image = as_float_array(image, "image")
-    psf = _prepare_psf(psf, image, psf_shape)
     check_finite(image, "image")
+    psf = _prepare_psf(psf, image, psf_shape)
     nd = psf.ndim
     dtype = jnp.result_type(image.dtype, psf.dtype)
     image = jnp.maximum(image.astype(dtype), 0.0)

@@ -96,7 +96,7 @@ from jaxsr._validate import (
     check_psf,
 )
 from jaxsr.deconv.richardson_lucy import richardson_lucy
-from jaxsr.deconv.upsample import lanczos_upsample
+from jaxsr.deconv.upsample import check_nonempty, check_upsampled_size, lanczos_upsample
 from jaxsr.forward import _fast_len
 
 __all__ = ["sparse_hessian_reconstruction", "sparse_deconvolution", "BACKGROUNDS"]
@@ -322,7 +322,7 @@ def sparse_hessian_reconstruction(
         Non-negative array of ``image.shape`` and dtype, in the units of ``image``.
 
     Raises:
-        ValueError: ``image`` not 2D/3D or with NaN/inf; non-positive
+        ValueError: ``image`` not 2D/3D, empty or with NaN/inf; non-positive
             ``fidelity``/``mu``/``num_iter``; negative ``sparsity``/``hessian``/``hessian_z``;
             unknown ``boundary``.
         TypeError: non-numeric ``image`` or non-integer ``num_iter``.
@@ -338,6 +338,7 @@ def sparse_hessian_reconstruction(
     """
     f = as_float_array(image, "image")
     check_ndim(f, "image", (2, 3))
+    check_nonempty(f, "image", f.ndim)
     check_finite(f, "image")
     num_iter = check_int(num_iter, "num_iter", minimum=1)
     check_choice(boundary, "boundary", _BOUNDARIES)
@@ -486,7 +487,8 @@ def sparse_deconvolution(
 
     Raises:
         ValueError: wrong ranks (image 2D/3D, PSF 2D, or 3D with a 3D image),
-            NaN/inf, bad PSF, non-positive ``fidelity``/``mu``/``num_iter``/``upsample``,
+            empty image, NaN/inf, bad PSF, non-positive ``fidelity``/``mu``/``num_iter``/``upsample``,
+            an upsampled frame over 2**30 pixels,
             negative weights, ``rl_iter`` or background value, unknown ``background``/``boundary``.
         TypeError: non-numeric arrays or non-integer iteration counts/factor.
 
@@ -509,10 +511,12 @@ def sparse_deconvolution(
             f"argument 'psf': a 3D psf needs a 3D (z, y, x) image, got image shape {tuple(x.shape)}"
         )
     check_psf(p, "psf")
+    check_nonempty(x, "image", x.ndim)
     check_finite(x, "image")
     num_iter = check_int(num_iter, "num_iter", minimum=1)
     rl_iter = check_int(rl_iter, "rl_iter", minimum=0)
     upsample = check_int(upsample, "upsample", minimum=1)
+    check_upsampled_size(x.shape, upsample, "upsample")
     check_choice(boundary, "boundary", _BOUNDARIES)
     if not isinstance(accelerate, (bool, np.bool_)):
         raise TypeError(f"argument 'accelerate': expected a bool, got {type(accelerate).__name__}")

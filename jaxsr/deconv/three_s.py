@@ -27,6 +27,8 @@ def _frames(x, name):
     check_ndim(x, name, (3, 4))
     if x.shape[0] < 1:
         raise ValueError(f"argument '{name}': needs at least 1 frame, got shape {tuple(x.shape)}")
+    if 0 in x.shape[1:]:
+        raise ValueError(f"argument '{name}': frames are empty, got shape {tuple(x.shape)}")
     check_finite(x, name)
     return x
 
@@ -53,7 +55,7 @@ def three_s_denoise(on_frames, off_frames):
         ``(y, x)`` (or ``(z, y, x)``) clear image, dtype of the inputs.
 
     Raises:
-        ValueError: rank not 3 or 4, zero frames, NaN/inf, or ``off_frames`` of a
+        ValueError: rank not 3 or 4, zero frames, empty frames, NaN/inf, or ``off_frames`` of a
             different shape than ``on_frames``.
 
     References:
@@ -87,7 +89,7 @@ def series_average(frames):
         ``(y, x)`` (or ``(z, y, x)``) mean image.
 
     Raises:
-        ValueError: rank not 3 or 4, zero frames, NaN/inf.
+        ValueError: rank not 3 or 4, zero frames, empty frames, NaN/inf.
 
     References:
         Xue et al., 3Snet-CLID, Nat. Commun. (2026), Fig. 1 (AVG(ON)).
@@ -114,7 +116,7 @@ def series_median(frames):
         ``(y, x)`` (or ``(z, y, x)``) median image.
 
     Raises:
-        ValueError: rank not 3 or 4, zero frames, NaN/inf.
+        ValueError: rank not 3 or 4, zero frames, empty frames, NaN/inf.
 
     References:
         Xue et al., 3Snet-CLID, Nat. Commun. (2026), Fig. 1 (MED(ON), MED(ON-OFF)).

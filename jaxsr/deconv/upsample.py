@@ -125,12 +125,35 @@ def _fourier(image: jax.Array, factor: int) -> jax.Array:
 
 # --------------------------------------------------------------------------- public API
 
+# Largest upsampled frame (pixels per (y, x) frame) accepted: 2**30 pixels is 4 GiB
+# per float32 frame, before the interpolation's temporaries. Larger requests are
+# almost always a typo in the factor, and would abort the process when allocated.
+MAX_OUTPUT_PIXELS = 2**30
+
+
+def check_upsampled_size(shape, factor: int, name: str) -> None:
+    """Refuse an upsampled ``(y, x)`` frame over :data:`MAX_OUTPUT_PIXELS` (error names ``name``)."""
+    ny, nx = (int(n) for n in tuple(shape)[-2:])
+    if ny * factor * nx * factor > MAX_OUTPUT_PIXELS:
+        raise ValueError(
+            f"argument '{name}': upsampling a {ny} x {nx} frame by {factor} gives {ny * factor} x {nx * factor} "
+            f"pixels per frame, more than the limit of 2**30; use a smaller {name}"
+        )
+
+
+def check_nonempty(x, name: str, nd: int = 2) -> None:
+    """Refuse an array whose last ``nd`` (spatial) axes include a zero size."""
+    if any(int(n) == 0 for n in x.shape[-nd:]):
+        raise ValueError(f"argument '{name}': is empty, got shape {tuple(x.shape)}")
+
 
 def _prepare(image, factor):
     factor = check_int(factor, "factor", minimum=1)
     image = as_float_array(image, "image")
     check_ndim(image, "image", 2, min_ndim=2)
+    check_nonempty(image, "image")
     check_finite(image, "image")
+    check_upsampled_size(image.shape, factor, "factor")
     return image, factor
 
 
@@ -160,7 +183,8 @@ def lanczos_upsample(image, factor, *, a=3):
 
     Raises:
         TypeError: ``factor`` or ``a`` not an int; ``image`` not numeric.
-        ValueError: ``factor`` or ``a`` below 1; ``image`` of rank < 2 or with NaN/inf.
+        ValueError: ``factor`` or ``a`` below 1; ``image`` of rank < 2, empty or
+            with NaN/inf; an output frame over 2**30 pixels (message names ``factor``).
 
     References:
         C. E. Duchon, "Lanczos filtering in one and two dimensions", J. Appl.
@@ -197,7 +221,8 @@ def bicubic_upsample(image, factor):
         ``(..., y * factor, x * factor)`` array, dtype of ``image``.
 
     Raises:
-        TypeError: ``factor`` not an int. ValueError: ``factor < 1``, rank < 2, NaN/inf.
+        TypeError: ``factor`` not an int. ValueError: ``factor < 1``, rank < 2,
+            empty, NaN/inf, an output frame over 2**30 pixels.
 
     References:
         R. Keys, "Cubic convolution interpolation for digital image
@@ -232,7 +257,8 @@ def fourier_upsample(image, factor):
         ``(..., y * factor, x * factor)`` array, dtype of ``image``.
 
     Raises:
-        TypeError: ``factor`` not an int. ValueError: ``factor < 1``, rank < 2, NaN/inf.
+        TypeError: ``factor`` not an int. ValueError: ``factor < 1``, rank < 2,
+            empty, NaN/inf, an output frame over 2**30 pixels.
 
     References:
         J. W. Cooley, P. A. W. Lewis and P. D. Welch, "The fast Fourier

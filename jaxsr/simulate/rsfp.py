@@ -58,6 +58,20 @@ class RSFPSeries(NamedTuple):
     clean: jax.Array
 
 
+# Above this Poisson rate the inverse-CDF table (about lam + 12 sqrt(lam) entries)
+# would be needlessly large: jax.random.poisson is used instead.
+_MAX_TABLE_LAM = 1e4
+
+
+def _check_key(key):
+    """A JAX PRNG key: a typed key array or a raw ``uint32[2]`` key, else a one-line TypeError."""
+    ok = isinstance(key, jax.Array) and (
+        jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == jnp.uint32 and key.shape == (2,))
+    )
+    if not ok and not isinstance(key, jax.core.Tracer):
+        raise TypeError(f"argument 'key': expected a JAX PRNG key, e.g. jax.random.key(0), got {type(key).__name__}")
+
+
 def _scalar(x, name, *, positive):
     a = as_float_array(x, name)
     if a.ndim != 0:
@@ -115,6 +129,7 @@ def rsfp_background(key, shape, *, level=85.0, contrast=0.5, correlation_px=None
     >>> bg.shape, bool(bg.min() >= 0)
     ((32, 32), True)
     """
+    _check_key(key)
     shape = check_shape(shape, "shape", 2)
     level = _scalar(level, "level", positive=False)
     contrast = _scalar(contrast, "contrast", positive=False)
@@ -224,7 +239,8 @@ def simulate_rsfp_series(
     Raises:
         ValueError: bad ranks or shapes, negative/NaN values, an all-zero
             ``obj``, a size not divisible by ``binning``, a background of the
-            wrong shape.
+            wrong shape, an empty ``obj``.
+        TypeError: ``key`` not a JAX PRNG key; non-numeric arrays.
 
     References:
         Xue et al., "High-fidelity single-frame computational super-resolution
@@ -237,10 +253,13 @@ def simulate_rsfp_series(
     >>> s.on.shape, s.off.shape, s.clean.shape, float(s.clean.max())
     ((4, 4, 4), (4, 4, 4), (4, 4), 255.0)
     """
+    _check_key(key)
     n_cycles = check_int(n_cycles, "n_cycles", minimum=1)
     binning = check_int(binning, "binning", minimum=1)
     obj = as_float_array(obj, "obj")
     check_ndim(obj, "obj", 2)
+    if obj.size == 0:
+        raise ValueError(f"argument 'obj': is empty, got shape {tuple(obj.shape)}")
     check_nonnegative(obj, "obj")
     if is_concrete(obj) and not float(jnp.max(obj)) > 0:
         raise ValueError("argument 'obj': must have a positive sum (an empty object has no signal to normalise)")
@@ -258,8 +277,8 @@ def simulate_rsfp_series(
     dtype = jnp.result_type(obj, psf)
     # Poisson counts by inverse-CDF sampling from a table built here when the rate is
     # concrete (compiles in a fraction of the time of jax.random.poisson); traced
-    # rates fall back to jax.random.poisson.
-    cdf = jnp.asarray(_poisson_cdf(float(lam)), dtype) if is_concrete(lam) else None
+    # rates and rates above _MAX_TABLE_LAM fall back to jax.random.poisson.
+    cdf = jnp.asarray(_poisson_cdf(float(lam)), dtype) if is_concrete(lam) and float(lam) <= _MAX_TABLE_LAM else None
     if background_pattern is None:
         background = jnp.zeros((), dtype)
     else:
