@@ -83,9 +83,15 @@ def check_shape(shape: Any, name: str, ndim: int | Sequence[int] | None = None) 
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
     try:
-        shape = tuple(int(s) for s in shape)
+        items = tuple(shape)
     except Exception as err:  # noqa: BLE001
         raise TypeError(f"argument '{name}': expected a tuple of ints, got {shape!r}") from err
+    for s in items:
+        # Sizes are counts: 9.0 is accepted, 9.5, True or "9" are not (no silent truncation).
+        if isinstance(s, (bool, np.bool_, str, bytes)) or not isinstance(s, (int, np.integer, float, np.floating)) \
+                or float(s) != int(s):
+            raise TypeError(f"argument '{name}': expected a tuple of ints, got {shape!r}")
+    shape = tuple(int(s) for s in items)
     if any(s < 1 for s in shape):
         raise ValueError(f"argument '{name}': every size must be >= 1, got {shape}")
     if ndim is not None:

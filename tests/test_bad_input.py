@@ -253,3 +253,18 @@ def test_validate_rejects_non_real(value):
     for check in (check_positive, check_finite, check_nonnegative):
         with pytest.raises(TypeError, match="pixel_size_nm"):
             check(value, "pixel_size_nm")
+
+
+@pytest.mark.parametrize("shape", [(9.5, 9), (True, 9), ("9", 9), (9, None)])
+def test_shape_is_never_truncated(shape):
+    from jaxsr.optics import gaussian_psf_2d
+
+    with pytest.raises(TypeError, match="shape"):
+        gaussian_psf_2d(shape, sigma_nm=100.0, pixel_size_nm=50.0)
+
+
+def test_shape_accepts_integral_floats_and_numpy_ints():
+    from jaxsr.optics import gaussian_psf_2d
+
+    a = gaussian_psf_2d((np.int64(9), 9.0), sigma_nm=100.0, pixel_size_nm=50.0)
+    assert a.shape == (9, 9)
