@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name}: {float(value):.4g}")
     out.update(bead_offset_nm=res.offset_nm[0].tolist(), photons=float(res.amplitude[0]),
                background=float(res.background[0]), loss=res.loss)
-    print(f"  bead offset from crop centre (nm): {np.round(res.offset_nm[0], 1).tolist()}")
+    print(f"  bead offset from crop centre (nm): {[round(float(v), 1) for v in res.offset_nm[0]]}")
     print(f"  amplitude {res.amplitude[0]:.4g}, background {res.background[0]:.4g}, deviance/pixel {res.loss:.3f}")
     if args.json_out:
         write_json(args.json_out, out, overwrite=args.overwrite)
