@@ -27,6 +27,8 @@ __all__ = [
     "check_shape",
     "check_choice",
     "check_int",
+    "real_float",
+    "positive_float",
 ]
 
 
@@ -166,3 +168,21 @@ def check_int(value: Any, name: str, *, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"argument '{name}': must be >= {minimum}, got {value}")
     return int(value)
+
+
+def real_float(value: Any, name: str, what: str = "a number") -> float:
+    """``float(value)`` for a real number; strings and bools are refused (``float("1.4")`` would parse)."""
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"argument '{name}': expected {what}, got {value!r}")
+    try:
+        return float(value)
+    except Exception as err:  # noqa: BLE001 - re-raised with a clear message
+        raise TypeError(f"argument '{name}': expected {what}, got {value!r}") from err
+
+
+def positive_float(value: Any, name: str) -> float:
+    """A finite, positive real number as a Python float, or a TypeError/ValueError naming ``name``."""
+    out = real_float(value, name)
+    if not (np.isfinite(out) and out > 0):
+        raise ValueError(f"argument '{name}': must be finite and positive, got {value!r}")
+    return out

@@ -34,21 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsr._validate import as_float_array, check_ndim, check_psf, check_shape
+from jaxsr._validate import as_float_array, check_ndim, check_psf, check_shape, positive_float
 
 __all__ = ["resample_psf"]
-
-
-def _positive(value: Any, name: str) -> float:
-    if isinstance(value, (str, bytes, bool, np.bool_)):
-        raise TypeError(f"argument '{name}': expected a number, got {value!r}")
-    try:
-        out = float(value)
-    except Exception as err:  # noqa: BLE001 - re-raised with a clear message
-        raise TypeError(f"argument '{name}': expected a number, got {value!r}") from err
-    if not (math.isfinite(out) and out > 0):
-        raise ValueError(f"argument '{name}': must be finite and positive, got {value!r}")
-    return out
 
 
 # Largest output size per axis: the resampling matrix costs (new size) x (old size)^2
@@ -128,15 +116,15 @@ def resample_psf(
     check_ndim(psf, "psf", (2, 3))
     check_psf(psf, "psf")
     nd = psf.ndim
-    p_in = _positive(psf_pixel_size_nm, "psf_pixel_size_nm")
-    p_out = _positive(pixel_size_nm, "pixel_size_nm")
+    p_in = positive_float(psf_pixel_size_nm, "psf_pixel_size_nm")
+    p_out = positive_float(pixel_size_nm, "pixel_size_nm")
     if nd == 3:
         if psf_z_step_nm is None:
             raise ValueError("argument 'psf_z_step_nm': required for a 3D psf")
         if z_step_nm is None:
             raise ValueError("argument 'z_step_nm': required for a 3D psf")
-        steps_in = (_positive(psf_z_step_nm, "psf_z_step_nm"), p_in, p_in)
-        steps_out = (_positive(z_step_nm, "z_step_nm"), p_out, p_out)
+        steps_in = (positive_float(psf_z_step_nm, "psf_z_step_nm"), p_in, p_in)
+        steps_out = (positive_float(z_step_nm, "z_step_nm"), p_out, p_out)
         integrate = (False, True, True)
     else:
         for name, value in (("psf_z_step_nm", psf_z_step_nm), ("z_step_nm", z_step_nm)):

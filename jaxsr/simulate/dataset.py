@@ -24,11 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsr._validate import check_choice, check_int, check_shape
+from jaxsr._validate import check_choice, check_int, check_shape, positive_float, real_float
 from jaxsr.forward import _PRESETS, CameraModel, apply_camera, camera_preset, expected_image
 from jaxsr.optics.psf import airy_psf_2d, gaussian_psf_2d
 from jaxsr.simulate.render import render_points, render_polyline
-from jaxsr.simulate.structures import _pos_float, _separations, _to_float, bead_pairs, filaments, line_pairs, ring
+from jaxsr.simulate.structures import _separations, bead_pairs, filaments, line_pairs, ring
 
 __all__ = ["STRUCTURES", "WidefieldSimulation", "simulate_widefield", "widefield_psf"]
 
@@ -92,9 +92,9 @@ def widefield_psf(*, psf: str, na: float, wavelength_nm: float, pixel_size_nm: f
     (37, 37)
     """
     check_choice(psf, "psf", ["airy", "gaussian"])
-    na = _pos_float(na, "na")
-    wavelength_nm = _pos_float(wavelength_nm, "wavelength_nm")
-    pixel_size_nm = _pos_float(pixel_size_nm, "pixel_size_nm")
+    na = positive_float(na, "na")
+    wavelength_nm = positive_float(wavelength_nm, "wavelength_nm")
+    pixel_size_nm = positive_float(pixel_size_nm, "pixel_size_nm")
     half = int(math.ceil(3.0 * wavelength_nm / na / pixel_size_nm))
     if max_size is not None:
         max_size = check_int(max_size, "max_size", minimum=3)
@@ -193,11 +193,11 @@ def simulate_widefield(
     check_choice(structure, "structure", STRUCTURES)
     shape = check_shape(shape, "shape", ndim=2)
     upsample = check_int(upsample, "upsample", minimum=1)
-    pixel_size_nm = _pos_float(pixel_size_nm, "pixel_size_nm")
-    na = _pos_float(na, "na")
-    wavelength_nm = _pos_float(wavelength_nm, "wavelength_nm")
-    signal_photons = _pos_float(signal_photons, "signal_photons")
-    background_photons = _to_float(background_photons, "background_photons")
+    pixel_size_nm = positive_float(pixel_size_nm, "pixel_size_nm")
+    na = positive_float(na, "na")
+    wavelength_nm = positive_float(wavelength_nm, "wavelength_nm")
+    signal_photons = positive_float(signal_photons, "signal_photons")
+    background_photons = real_float(background_photons, "background_photons")
     if not (np.isfinite(background_photons) and background_photons >= 0):
         raise ValueError(f"argument 'background_photons': must be finite and non-negative, got {background_photons!r}")
     if structure in ("lines", "beads"):

@@ -26,26 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsr._validate import check_int, default_float_dtype
+from jaxsr._validate import check_int, default_float_dtype, positive_float, real_float
 
 __all__ = ["filaments", "line_pairs", "bead_pairs", "ring", "random_beads"]
-
-
-def _to_float(value: Any, name: str, what: str = "a number") -> float:
-    """``float(value)``, refusing strings (``float("1.4")`` would parse them)."""
-    if isinstance(value, (str, bytes)):
-        raise TypeError(f"argument '{name}': expected {what}, got {value!r}")
-    try:
-        return float(value)
-    except Exception as err:  # noqa: BLE001 - re-raised with a clear message
-        raise TypeError(f"argument '{name}': expected {what}, got {value!r}") from err
-
-
-def _pos_float(value: Any, name: str) -> float:
-    v = _to_float(value, name)
-    if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"argument '{name}': must be finite and positive, got {v!r}")
-    return v
 
 
 def _pair(value: Any, name: str, *, positive: bool) -> tuple[float, float]:
@@ -56,7 +39,7 @@ def _pair(value: Any, name: str, *, positive: bool) -> tuple[float, float]:
         items = list(value)
     except Exception as err:  # noqa: BLE001 - e.g. not iterable
         raise TypeError(f"argument '{name}': expected {what}, got {value!r}") from err
-    vals = tuple(_to_float(v, name, what) for v in items)
+    vals = tuple(real_float(v, name, what) for v in items)
     if len(vals) != 2:
         raise ValueError(f"argument '{name}': expected a (y, x) pair, got {value!r}")
     if not all(np.isfinite(v) for v in vals):
@@ -140,10 +123,10 @@ def filaments(
     """
     n_filaments = check_int(n_filaments, "n_filaments", minimum=1)
     h, w = _pair(field_nm, "field_nm", positive=True)
-    length = _pos_float(length_nm, "length_nm")
-    step = _pos_float(step_nm, "step_nm")
-    lp = _pos_float(persistence_nm, "persistence_nm")
-    kmax = _pos_float(max_curvature_per_nm, "max_curvature_per_nm")
+    length = positive_float(length_nm, "length_nm")
+    step = positive_float(step_nm, "step_nm")
+    lp = positive_float(persistence_nm, "persistence_nm")
+    kmax = positive_float(max_curvature_per_nm, "max_curvature_per_nm")
     n_steps = int(round(length / step))
     if n_steps < 1:
         raise ValueError(
@@ -206,9 +189,9 @@ def line_pairs(
     ((4, 6, 2), [-450.0, -350.0, 250.0, 450.0])
     """
     seps = _separations(separations_nm, "separations_nm")
-    length = _pos_float(length_nm, "length_nm")
-    gap = _pos_float(gap_nm, "gap_nm")
-    step = _pos_float(step_nm, "step_nm")
+    length = positive_float(length_nm, "length_nm")
+    gap = positive_float(gap_nm, "gap_nm")
+    step = positive_float(step_nm, "step_nm")
     cy, cx = _pair(centre_nm, "centre_nm", positive=False)
     n_points = int(np.ceil(length / step - 1e-9)) + 1
     xs = []
@@ -249,7 +232,7 @@ def bead_pairs(
     [[-20.0, 0.0], [20.0, 0.0]]
     """
     seps = _separations(separations_nm, "separations_nm")
-    spacing = _pos_float(spacing_nm, "spacing_nm")
+    spacing = positive_float(spacing_nm, "spacing_nm")
     cy, cx = _pair(centre_nm, "centre_nm", positive=False)
     n = seps.size
     pts = []
@@ -298,12 +281,12 @@ def ring(
     >>> [[round(float(v), 3) + 0.0 for v in p] for p in pts]
     [[0.0, 50.0], [50.0, 0.0], [0.0, -50.0], [-50.0, 0.0]]
     """
-    d = _pos_float(diameter_nm, "diameter_nm")
+    d = positive_float(diameter_nm, "diameter_nm")
     n = check_int(n_subunits, "n_subunits", minimum=1)
     m = check_int(copies_per_subunit, "copies_per_subunit", minimum=1)
-    spacing = _pos_float(copy_spacing_nm, "copy_spacing_nm")
+    spacing = positive_float(copy_spacing_nm, "copy_spacing_nm")
     cy, cx = _pair(centre_nm, "centre_nm", positive=False)
-    rot = _to_float(rotation_rad, "rotation_rad")
+    rot = real_float(rotation_rad, "rotation_rad")
     if not np.isfinite(rot):
         raise ValueError(f"argument 'rotation_rad': must be finite, got {rot!r}")
     r = d / 2
