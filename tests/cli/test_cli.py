@@ -37,21 +37,14 @@ def test_no_command_prints_help(capsys):
     assert "simulate" in capsys.readouterr().out
 
 
-def one_line_error(capsys, word):
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert word in lines[0]
 
-
-def test_simulate_writes_and_refuses_overwrite(tmp_path, capsys):
+def test_simulate_writes_and_refuses_overwrite(tmp_path, capsys, one_line_error):
     out = tmp_path / "sim.tif"
     args = ["simulate", str(out), "--size", "32", "--structure", "beads", "--camera", "ideal",
             "--seed", "4"]
     # 9 bead pairs need a wider field: the one-line error names the flag-backed argument.
     assert main(args) == 2
-    one_line_error(capsys, "shape")
+    one_line_error("shape")
     assert not out.exists()
 
     args = ["simulate", str(out), "--size", "40", "--structure", "filaments", "--camera", "ideal", "--seed", "4"]
@@ -71,16 +64,16 @@ def test_simulate_writes_and_refuses_overwrite(tmp_path, capsys):
 
     before = out.read_bytes()
     assert main(args) == 2
-    one_line_error(capsys, "--overwrite")
+    one_line_error("--overwrite")
     assert out.read_bytes() == before  # nothing lost
 
     assert main(args[:2] + ["--seed", "5", "--overwrite", "--size", "40", "--camera", "ideal"]) == 0
     assert out.read_bytes() != before
 
 
-def test_simulate_bad_suffix(tmp_path, capsys):
+def test_simulate_bad_suffix(tmp_path, capsys, one_line_error):
     assert main(["simulate", str(tmp_path / "x.png")]) == 2
-    one_line_error(capsys, ".tif")
+    one_line_error(".tif")
 
 
 def test_resolution(tmp_path, capsys):
@@ -106,25 +99,25 @@ def test_resolution(tmp_path, capsys):
     assert 120 < json.loads(capsys.readouterr().out)["frc_nm"] < 350
 
 
-def test_resolution_errors(tmp_path, capsys):
+def test_resolution_errors(tmp_path, capsys, one_line_error):
     assert main(["resolution", str(tmp_path / "missing.tif")]) == 2
-    one_line_error(capsys, "missing.tif")
+    one_line_error("missing.tif")
     nometa = tmp_path / "nometa.tif"
     import tifffile
 
     tifffile.imwrite(nometa, np.ones((32, 32), np.float32))
     assert main(["resolution", str(nometa)]) == 2
-    one_line_error(capsys, "--pixel-size")
+    one_line_error("--pixel-size")
     bad = tmp_path / "bad.tif"
     bad.write_text("not a tiff")
     assert main(["resolution", str(bad), "--pixel-size", "50"]) == 2
-    one_line_error(capsys, "bad.tif")
+    one_line_error("bad.tif")
     with pytest.raises(SystemExit) as exc:
         main(["resolution", str(nometa), "--pixel-size", "-3"])
     assert exc.value.code == 2
 
 
-def test_fit_psf(tmp_path, capsys):
+def test_fit_psf(tmp_path, capsys, one_line_error):
     rng = np.random.default_rng(1)
     bead = 2e4 * np.asarray(gaussian_psf_2d((21, 21), sigma_nm=120.0, pixel_size_nm=100.0)) + 5.0
     path = tmp_path / "bead.tif"
@@ -139,13 +132,13 @@ def test_fit_psf(tmp_path, capsys):
     capsys.readouterr()
     # Existing outputs are refused before any work.
     assert main(["fit-psf", str(path), "--model", "gaussian2d", "--json", str(out_json)]) == 2
-    one_line_error(capsys, "--overwrite")
+    one_line_error("--overwrite")
     # A 3D model on a 2D image.
     assert main(["fit-psf", str(path), "--model", "pupil3d"]) == 2
-    one_line_error(capsys, "3D")
+    one_line_error("3D")
 
 
-def test_demo(tmp_path, capsys):
+def test_demo(tmp_path, capsys, one_line_error):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--size", "64", "--iterations", "30"]) == 0
     text = capsys.readouterr().out
@@ -163,10 +156,10 @@ def test_demo(tmp_path, capsys):
     # A second run refuses to overwrite, and leaves the first run's files as they were.
     before = (out / "metrics.json").read_bytes()
     assert main(["demo", "--out", str(out), "--size", "64", "--iterations", "30"]) == 2
-    one_line_error(capsys, "--overwrite")
+    one_line_error("--overwrite")
     assert (out / "metrics.json").read_bytes() == before
     assert main(["demo", "--out", str(out), "--size", "16"]) == 2
-    one_line_error(capsys, "--size")
+    one_line_error("--size")
 
 
 def test_console_entry_point_exit_code(tmp_path):

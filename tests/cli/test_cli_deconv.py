@@ -11,11 +11,6 @@ from jaxsr.io import read_image, write_image
 from jaxsr.optics import gaussian_psf_2d
 
 
-def one_line_error(capsys, word):
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert "Traceback" not in err and len(lines) == 1 and word in lines[0], err
-
 
 @pytest.fixture
 def beads(tmp_path):
@@ -56,7 +51,7 @@ def test_deconvolve_timelapse_in_batches(beads, capsys):
     np.testing.assert_allclose(dec[2], 3 * dec[0], rtol=2e-3, atol=1e-3 * dec.max())
 
 
-def test_clid_on_off(tmp_path, capsys):
+def test_clid_on_off(tmp_path, capsys, one_line_error):
     rng = np.random.default_rng(0)
     clean = np.zeros((32, 32), np.float32)
     clean[10:22, 15] = 100.0
@@ -66,7 +61,7 @@ def test_clid_on_off(tmp_path, capsys):
     write_image(tmp_path / "off.tif", off[:5], pixel_size_nm=65.0, axes="TYX")
     out = tmp_path / "sr.tif"
     assert main(["clid", "--on", str(tmp_path / "on.tif"), "--off", str(tmp_path / "off.tif"), "-o", str(out)]) == 2
-    one_line_error(capsys, "--off")
+    one_line_error("--off")
     write_image(tmp_path / "off.tif", off, pixel_size_nm=65.0, axes="TYX", overwrite=True)
     assert main(["clid", "--on", str(tmp_path / "on.tif"), "--off", str(tmp_path / "off.tif"), "-o", str(out),
                  "--iterations", "20", "--na", "1.49", "--wavelength", "488"]) == 0
@@ -77,18 +72,18 @@ def test_clid_on_off(tmp_path, capsys):
     assert 44 <= int(np.argmax(sr[40:60].sum(axis=0))) <= 48
 
 
-def test_errors(beads, capsys):
+def test_errors(beads, capsys, one_line_error):
     folder, _, _ = beads
     img = str(folder / "img.tif")
     assert main(["deconvolve", img, "-o", img]) == 2
-    one_line_error(capsys, "input")
+    one_line_error("input")
     assert main(["deconvolve", img, "-o", str(folder / "x.tif"), "--psf", "nosuch.tif"]) == 2
-    one_line_error(capsys, "--psf")
+    one_line_error("--psf")
     assert main(["deconvolve", img, "-o", str(folder / "x.tif"), "--psf", "pupil"]) == 2
-    one_line_error(capsys, "INPUT")
+    one_line_error("INPUT")
     assert main(["clid", "-o", str(folder / "x.tif")]) == 2
-    one_line_error(capsys, "INPUT")
+    one_line_error("INPUT")
     assert main(["clid", img, "-o", str(folder / "x.tif"), "--on", img]) == 2
-    one_line_error(capsys, "--on")
+    one_line_error("--on")
     with pytest.raises(SystemExit):
         main(["deconvolve", img, "-o", str(folder / "x.tif"), "--iterations", "0"])
