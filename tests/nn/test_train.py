@@ -1,0 +1,146 @@
+"""Patch sampling, D4 augmentation and the resumable training loop."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsr.nn.data import augment_d4, random_patches
+from jaxsr.nn.train import CHECKPOINT_FILE, TrainConfig, TrainingDiverged, fit, load_train_state
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+def test_patches_are_aligned_crops_of_the_same_frame():
+    a = jnp.arange(3 * 10 * 12.0).reshape(3, 10, 12)
+    img = jnp.arange(10 * 12.0).reshape(10, 12) * 1000.0
+    x, y, g = random_patches(jax.random.key(0), a, -a, img, patch_size=4, batch_size=50)
+    np.testing.assert_array_equal(y, -x)
+    an = np.asarray(a)
+    for b in range(50):
+        v = float(x[b, 0, 0])
+        f, r, c = np.unravel_index(int(v), an.shape)
+        np.testing.assert_array_equal(x[b], an[f, r:r + 4, c:c + 4])
+        np.testing.assert_array_equal(g[b], np.asarray(img)[r:r + 4, c:c + 4])
+
+
+def test_patch_positions_cover_the_image_uniformly():
+    a = jnp.arange(20 * 20.0).reshape(20, 20)
+    (x,) = random_patches(jax.random.key(1), a, patch_size=5, batch_size=4000)
+    rows = np.asarray(x[:, 0, 0]) // 20
+    counts = np.bincount(rows.astype(int), minlength=16)[:16]
+    # 16 equally likely top rows: chi-square with 15 dof, 99.9 % quantile 37.7
+    expected = 4000 / 16
+    assert np.sum((counts - expected) ** 2 / expected) < 37.7
+
+
+def test_d4_is_the_eight_symmetries_and_shared_between_arrays():
+    p = jnp.tile(jnp.arange(9.0).reshape(1, 3, 3), (400, 1, 1))
+    q, r = augment_d4(jax.random.key(2), p, 10 * p)
+    np.testing.assert_array_equal(r, 10 * q)
+    base = np.arange(9.0).reshape(3, 3)
+    group = {tuple(np.rot90(m, k).ravel()) for m in (base, base[:, ::-1]) for k in range(4)}
+    seen = {tuple(np.asarray(v).ravel()) for v in q}
+    assert seen == group  # all eight, nothing else
+
+
+def test_data_bad_input():
+    with pytest.raises(ValueError, match="patch_size"):
+        random_patches(jax.random.key(0), jnp.ones((8, 8)), patch_size=9, batch_size=1)
+    with pytest.raises(ValueError, match="arrays"):
+        random_patches(jax.random.key(0), jnp.ones((8, 8)), jnp.ones((8, 9)), patch_size=4, batch_size=1)
+    with pytest.raises(ValueError, match="frames"):
+        random_patches(jax.random.key(0), jnp.ones((2, 8, 8)), jnp.ones((3, 8, 8)), patch_size=4, batch_size=1)
+    with pytest.raises(ValueError, match="patches"):
+        augment_d4(jax.random.key(0), jnp.ones((2, 3, 4)))
+
+
+# --- training loop -------------------------------------------------------------------------------------
+
+def _problem():
+    """Linear regression y = X w_true: the loss minimum is known in closed form."""
+    w_true = jnp.array([1.5, -2.0, 0.5])
+
+    def sample(key):
+        x = jax.random.normal(key, (32, 3))
+        return x, x @ w_true
+
+    def loss(params, batch, key):
+        x, y = batch
+        noise = 0.0 * jax.random.normal(key, ())  # the key is threaded through
+        return jnp.mean((x @ params["w"] - y) ** 2) + noise
+
+    return w_true, sample, loss
+
+
+def test_fit_converges_to_the_closed_form_minimum():
+    w_true, sample, loss = _problem()
+    cfg = TrainConfig(steps=300, learning_rate=0.05, schedule="constant", eval_every=100)
+    seen = []
+    r = fit(loss, {"w": jnp.zeros(3)}, sample, config=cfg, evaluate=lambda p: {"err": float(jnp.abs(p["w"] - w_true).max())},
+            callback=seen.append)
+    np.testing.assert_allclose(r.params["w"], w_true, atol=1e-3)
+    assert [h["step"] for h in r.history] == [100, 200, 300]
+    assert r.history[-1]["err"] < 1e-3 and r.history[0]["loss"] > r.history[-1]["loss"]
+    assert len(seen) == 300 and seen[-1]["step"] == 300 and "err" in seen[-1]
+
+
+def test_resume_from_checkpoint_is_exact(tmp_path):
+    _, sample, loss = _problem()
+    cfg = TrainConfig(steps=40, learning_rate=0.01, checkpoint_every=10, eval_every=10)
+    full = fit(loss, {"w": jnp.zeros(3)}, sample, config=cfg)
+
+    def interrupt_at_25(info):
+        if info["step"] == 25:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(loss, {"w": jnp.zeros(3)}, sample, config=cfg, checkpoint_dir=tmp_path, callback=interrupt_at_25)
+    stored = load_train_state(tmp_path, params={"w": jnp.zeros(3)}, config=cfg)
+    assert stored[2] == 25  # the interrupt wrote the last finished step
+    resumed = fit(loss, {"w": jnp.zeros(3)}, sample, config=cfg, checkpoint_dir=tmp_path)
+    assert resumed.resumed_from == 25 and resumed.step == 40
+    np.testing.assert_array_equal(resumed.params["w"], full.params["w"])
+    assert json.loads((tmp_path / "train_config.json").read_text())["train"]["steps"] == 40
+
+
+def test_resume_refuses_another_run_and_a_corrupt_checkpoint(tmp_path):
+    _, sample, loss = _problem()
+    fit(loss, {"w": jnp.zeros(3)}, sample, config=TrainConfig(steps=5, checkpoint_every=5), checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="another run"):
+        fit(loss, {"w": jnp.zeros(3)}, sample, config=TrainConfig(steps=6), checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="another network"):
+        fit(loss, {"w": jnp.zeros(4)}, sample, config=TrainConfig(steps=5, checkpoint_every=5), checkpoint_dir=tmp_path)
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="checkpoint"):
+        fit(loss, {"w": jnp.zeros(3)}, sample, config=TrainConfig(steps=5), checkpoint_dir=tmp_path)
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    def sample(key):
+        return jax.random.normal(key, (4,))
+
+    def loss(params, batch, key):
+        # finite until w passes 3, then NaN (log of a negative number)
+        return jnp.log(3.0 - params["w"]) * 0.0 - params["w"] + jnp.sum(batch) * 0.0
+
+    cfg = TrainConfig(steps=100, learning_rate=0.5, schedule="constant", checkpoint_every=2, grad_clip=0.0)
+    with pytest.raises(TrainingDiverged, match="step"):
+        fit(loss, {"w": jnp.zeros(())}, sample, config=cfg, checkpoint_dir=tmp_path)
+    params, _, step, _, _ = load_train_state(tmp_path, params={"w": jnp.zeros(())}, config=cfg)
+    assert 0 < step < 100 and math.isfinite(float(params["w"])) and float(params["w"]) < 3.0
+
+
+def test_train_config_validation():
+    assert TrainConfig.from_dict(TrainConfig(steps=7).to_dict()) == TrainConfig(steps=7)
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="step")
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig(learning_rate=0.0)
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+    with pytest.raises(TypeError, match="loss_fn"):
+        fit(None, {}, lambda k: k, config=TrainConfig())
