@@ -1,0 +1,191 @@
+"""Train the 3Snet shipped inside the package, from the project's own simulations only.
+
+Training data: fields of synthetic microtubules (filaments) and beads, imaged
+as ON/OFF series of a reversibly switchable protein with the 3Snet-CLID Fig. 1
+protocol (:func:`jaxsr.simulate.rsfp.simulate_rsfp_series`: 65 nm pixels, NA
+1.49, 488 nm, 50 cycles, fixed-pattern background, Poisson (5) + Gaussian (5)
+noise), at varied brightness (peak 60-255 grey levels) and background level
+(40-120). Rings and tubular networks are kept out, so
+``benchmarks/eval_denoise.py`` can test the model on structures it never saw.
+
+    python benchmarks/train_3snet.py                      # the shipped model (lambda sweep, then full training)
+    python benchmarks/train_3snet.py --lam inf --steps 200 --out /tmp/m   # a quick one
+
+Everything is deterministic from ``--seed``; the run writes checkpoints into
+``--checkpoint-dir`` and resumes from them when restarted (Ctrl-C is safe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jaxsr.io.atomic import write_json  # noqa: E402
+from jaxsr.nn import (  # noqa: E402
+    LAMBDAS,
+    TrainConfig,
+    UNetConfig,
+    count_params,
+    load_model,
+    save_model,
+    three_snet_data,
+    train_3snet,
+)
+from jaxsr.nn.three_snet import _test_psnr  # noqa: E402
+from jaxsr.simulate import filaments, random_beads, render_points, render_polyline  # noqa: E402
+from jaxsr.simulate.dataset import widefield_psf  # noqa: E402
+from jaxsr.simulate.rsfp import rsfp_background, simulate_rsfp_series  # noqa: E402
+
+SHIPPED_UNET = UNetConfig(depth=4, features=32, decoder_features=64)
+PIXEL_NM, NA, WAVELENGTH_NM, UPSAMPLE = 65.0, 1.49, 488.0, 3
+
+
+def training_fields(key, *, n_fields=8, size=128, n_cycles=50):
+    """ON/OFF series of filament and bead fields at varied brightness: ``(s, n, y, x)`` each."""
+    fine = PIXEL_NM / UPSAMPLE
+    psf = widefield_psf(psf="airy", na=NA, wavelength_nm=WAVELENGTH_NM, pixel_size_nm=fine)
+    field = (size * PIXEL_NM, size * PIXEL_NM)
+    fine_shape = (size * UPSAMPLE, size * UPSAMPLE)
+    ons, offs = [], []
+    for i in range(n_fields):
+        k_struct, k_bg, k_series, k_par = jax.random.split(jax.random.fold_in(key, i), 4)
+        u = np.asarray(jax.random.uniform(k_par, (3,)))
+        if i % 2 == 0:
+            n_fil = int(3 + 6 * u[0])
+            lines = filaments(k_struct, n_filaments=n_fil, field_nm=field, length_nm=1.5 * field[0])
+            truth = render_polyline(lines, shape=fine_shape, pixel_size_nm=fine, photons_per_nm=1.0)
+        else:
+            n_beads = int(20 + 100 * u[0])
+            pts = random_beads(k_struct, n=n_beads, field_nm=field)
+            truth = render_points(pts, shape=fine_shape, pixel_size_nm=fine)
+        peak = float(60.0 + 195.0 * u[1])
+        level = float(40.0 + 80.0 * u[2])
+        bg = rsfp_background(k_bg, (size, size), level=level)
+        on, off, _ = simulate_rsfp_series(k_series, truth, psf, n_cycles=n_cycles, binning=UPSAMPLE,
+                                          background_pattern=bg, peak=peak)
+        ons.append(on)
+        offs.append(off)
+    return jnp.stack(ons), jnp.stack(offs)
+
+
+def _describe(model, args):
+    return model._replace_info(
+        training_data="jaxsr simulations: filaments and beads, 3Snet-CLID Fig. 1 protocol "
+                      f"({args.fields} fields of {args.size} px, 50 ON/OFF cycles, peak 60-255, background 40-120)",
+        script="benchmarks/train_3snet.py", seed=args.seed, pixel_size_nm=PIXEL_NM, na=NA,
+        wavelength_nm=WAVELENGTH_NM,
+    )
+
+
+def export_checkpoint(args, data, cfg, k_net):
+    """Save the model of the latest checkpoint of an interrupted (resumable) run."""
+    from jaxsr.nn import DenoiserModel, load_train_state, unet_init
+
+    lam = math.inf if args.lam in ("inf", "auto") else float(args.lam)
+    tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size,
+                     learning_rate=args.learning_rate, eval_every=100, checkpoint_every=50, seed=args.seed)
+    loaded = load_train_state(args.checkpoint_dir, params=unet_init(k_net, config=cfg), config=tc)
+    if loaded is None:
+        raise SystemExit(f"no checkpoint in {args.checkpoint_dir}")
+    params, _, step, history, _ = loaded
+    model = DenoiserModel(kind="3snet", unet=cfg, params=params, offset=0.0,
+                          info={"lambda": "inf" if math.isinf(lam) else lam, "train": tc.to_dict(),
+                                "steps_done": step})
+    model = _describe(model._replace_info(test_psnr=_test_psnr(model, data)), args)
+    save_model(args.out, model, overwrite=True)
+    report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "unet": cfg.to_dict(),
+              "lambda": model.info["lambda"], "sweep": [], "steps": args.steps, "steps_done": step,
+              "stopped_early": step < args.steps, "test_psnr_db": model.info["test_psnr"], "history": history,
+              "fields": args.fields, "size": args.size, "seed": args.seed}
+    write_json(args.results, report, overwrite=True, nonfinite="null")
+    print(f"exported step {step}/{args.steps} (test pSNR {model.info['test_psnr']:.2f} dB) to {args.out}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "jaxsr/nn/pretrained/3snet"))
+    p.add_argument("--checkpoint-dir", default="/tmp/jaxsr-train-3snet")
+    p.add_argument("--lam", default="auto", help="'auto' (sweep) or a number or 'inf'")
+    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--sweep-steps", type=int, default=150)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--patch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--fields", type=int, default=8)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None, help="a model directory to fine-tune from (same network)")
+    p.add_argument("--export-checkpoint", action="store_true",
+                   help="write the model from the latest checkpoint in --checkpoint-dir (a run stopped early) and exit")
+    p.add_argument("--results", default=str(Path(__file__).resolve().parent / "results/train_3snet.json"))
+    args = p.parse_args(argv)
+
+    key = jax.random.key(args.seed)
+    k_fields, k_train = jax.random.split(key)
+    t0 = time.perf_counter()
+    on, off = training_fields(k_fields, n_fields=args.fields, size=args.size)
+    print(f"simulated {on.shape[0]} fields of {on.shape[1]} ON/OFF frames {on.shape[2:]} "
+          f"in {time.perf_counter() - t0:.1f} s", flush=True)
+    k_data, k_net = jax.random.split(k_train)
+    data = three_snet_data(k_data, on, off)
+    cfg = SHIPPED_UNET
+    print(f"network: {count_params(jax.eval_shape(lambda: __import__('jaxsr').nn.unet_init(k_net, config=cfg)))} "
+          "parameters", flush=True)
+
+    def progress(prefix):
+        def cb(info):
+            if info["step"] % 25 == 0 or info["step"] == info["steps"]:
+                extra = f" test pSNR {info['test_psnr']:.2f} dB" if "test_psnr" in info else ""
+                print(f"{prefix} step {info['step']}/{info['steps']} loss {info['loss']:.5f}{extra}", flush=True)
+        return cb
+
+    if args.export_checkpoint:
+        return export_checkpoint(args, data, cfg, k_net)
+    sweep = []
+    if args.lam == "auto":
+        for lam in LAMBDAS:
+            tc = TrainConfig(steps=args.sweep_steps, batch_size=args.batch_size, patch_size=args.patch_size,
+                             learning_rate=args.learning_rate, eval_every=args.sweep_steps, seed=args.seed)
+            t = time.perf_counter()
+            m, _ = train_3snet(k_net, None, None, lam=lam, config=cfg, train=tc, data=data,
+                               callback=progress(f"[sweep lambda={lam}]"))
+            score = _test_psnr(m, data)
+            sweep.append({"lambda": "inf" if math.isinf(lam) else lam, "test_psnr_db": score,
+                          "seconds": time.perf_counter() - t})
+            print(f"lambda {lam}: test pSNR {score:.2f} dB", flush=True)
+        best = max(sweep, key=lambda r: r["test_psnr_db"])
+        lam = math.inf if best["lambda"] == "inf" else float(best["lambda"])
+    else:
+        lam = float(args.lam)
+    print(f"training lambda={lam} for {args.steps} steps", flush=True)
+    tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size,
+                     learning_rate=args.learning_rate, eval_every=100, checkpoint_every=50, seed=args.seed)
+    t = time.perf_counter()
+    init = None if args.init is None else load_model(args.init)
+    model, result = train_3snet(k_net, None, None, lam=lam, config=cfg, train=tc, data=data, init=init,
+                                checkpoint_dir=args.checkpoint_dir, callback=progress("[train]"))
+    seconds = time.perf_counter() - t
+    model = _describe(model, args)
+    save_model(args.out, model, overwrite=True)
+    report = {
+        "device": jax.devices()[0].device_kind, "jax": jax.__version__, "unet": cfg.to_dict(),
+        "lambda": "inf" if math.isinf(lam) else lam, "sweep": sweep, "steps": args.steps,
+        "resumed_from": result.resumed_from, "train_seconds": seconds, "history": result.history,
+        "fields": args.fields, "size": args.size, "seed": args.seed, "init": args.init,
+    }
+    write_json(args.results, report, overwrite=True, nonfinite="null")
+    print(json.dumps({k: report[k] for k in ("lambda", "sweep", "steps", "train_seconds")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
