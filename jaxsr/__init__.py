@@ -8,11 +8,13 @@ Subpackages (each also importable on its own):
 - :mod:`jaxsr.deconv`: Richardson-Lucy, upsampling, 3S denoising, the CLID pipeline, sparse deconvolution.
 - :mod:`jaxsr.metrics`: PSNR/SSIM, FWHM and two-peak verdicts, FRC and decorrelation.
 - :mod:`jaxsr.io`: TIFF/OME-TIFF with pixel sizes, atomic writes.
+- :mod:`jaxsr.nn`: Flax networks: the U-Net, 3Snet, DPS, self-supervised denoising, training, model files
+  (used qualified, ``jaxsr.nn.denoise``; not re-exported at the top level).
 
-Every public name below is also available at the top level, e.g. ``jaxsr.airy_psf_2d``.
+Every public name of the other subpackages is also available at the top level, e.g. ``jaxsr.airy_psf_2d``.
 """
 
-from jaxsr import deconv, forward, io, metrics, optics, simulate
+from jaxsr import deconv, forward, io, metrics, nn, optics, simulate
 from jaxsr._version import __version__
 from jaxsr.deconv import (
     BACKGROUNDS,
@@ -91,6 +93,8 @@ from jaxsr.simulate import (
     WidefieldSimulation,
     bead_pairs,
     filaments,
+    hollow_rings,
+    tubular_network,
     line_pairs,
     random_beads,
     render_points,
@@ -109,6 +113,7 @@ __all__ = [
     "forward",
     "io",
     "metrics",
+    "nn",
     "optics",
     "simulate",
     # optics
@@ -145,6 +150,8 @@ __all__ = [
     "form_image",
     # simulate
     "filaments",
+    "hollow_rings",
+    "tubular_network",
     "line_pairs",
     "bead_pairs",
     "ring",

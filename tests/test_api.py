@@ -15,6 +15,11 @@ import pytest
 import jaxsr
 
 PUBLIC = sorted(jaxsr.__all__)
+# jaxsr.nn keeps its own namespace (names like ``fit`` and ``denoise`` read better qualified); its
+# public names follow the same conventions.
+OBJECTS = [(name, getattr(jaxsr, name)) for name in PUBLIC] + [
+    (f"nn.{name}", getattr(jaxsr.nn, name)) for name in sorted(jaxsr.nn.__all__)
+]
 
 
 def test_version():
@@ -27,17 +32,21 @@ def test_all_names_resolve():
         assert hasattr(jaxsr, name), name
 
 
-@pytest.mark.parametrize("name", PUBLIC)
-def test_public_has_docstring(name):
-    obj = getattr(jaxsr, name)
+def test_nn_names_resolve():
+    assert len(jaxsr.nn.__all__) == len(set(jaxsr.nn.__all__))
+    for name in jaxsr.nn.__all__:
+        assert hasattr(jaxsr.nn, name), name
+
+
+@pytest.mark.parametrize("name,obj", OBJECTS, ids=[n for n, _ in OBJECTS])
+def test_public_has_docstring(name, obj):
     if inspect.ismodule(obj) or not callable(obj):
         return
     assert inspect.getdoc(obj), f"{name} has no docstring"
 
 
 def _functions():
-    for name in PUBLIC:
-        obj = getattr(jaxsr, name)
+    for name, obj in OBJECTS:
         if inspect.isfunction(obj):
             yield name, obj
 

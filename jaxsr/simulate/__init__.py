@@ -10,7 +10,15 @@ images, conserving photons and differentiable in positions and weights.
 from jaxsr.simulate.dataset import STRUCTURES, WidefieldSimulation, simulate_widefield, widefield_psf
 from jaxsr.simulate.rsfp import RSFPSeries, rsfp_background, simulate_rsfp_series
 from jaxsr.simulate.render import render_points, render_polyline
-from jaxsr.simulate.structures import bead_pairs, filaments, line_pairs, random_beads, ring
+from jaxsr.simulate.structures import (
+    bead_pairs,
+    filaments,
+    hollow_rings,
+    line_pairs,
+    random_beads,
+    ring,
+    tubular_network,
+)
 
 __all__ = [
     "filaments",
@@ -18,6 +26,8 @@ __all__ = [
     "bead_pairs",
     "ring",
     "random_beads",
+    "tubular_network",
+    "hollow_rings",
     "render_points",
     "render_polyline",
     "simulate_widefield",
