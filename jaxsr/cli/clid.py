@@ -7,6 +7,12 @@ PSF is sampled on the fine (upsampled) grid: the pixel-integrated Airy pattern
 by default, or `clid-bessel` (the authors' released PSF), or a measured TIFF
 resampled to the fine grid. The output is in photons per fine pixel, written as
 float32 TIFF with the fine pixel size.
+
+Single-frame super-resolution (3Snet-CLID): with --denoiser, INPUT is a raw,
+noisy frame (or time-lapse of frames, each on its own) that a trained network
+denoises first: `3snet` (the network shipped with jaxsr) or a model directory
+written by `jaxsr train-denoiser`. --denoiser applies to INPUT only: the 3S
+image of --on/--off is already clear, so the two are refused together.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--background", type=nonnegative_float, default=0.0,
                    help="constant background of the clear image (default 0)")
     p.add_argument("--batch", type=positive_int, default=8, help="frames per vectorised batch (default 8)")
+    p.add_argument("--denoiser", default=None, metavar="3snet|MODEL_DIR",
+                   help="denoise the raw INPUT frame(s) first with a trained network: 3snet (shipped) or a "
+                        "model directory from `jaxsr train-denoiser` (single-frame CLID)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_psf_arguments(p, default_psf="airy")
 
@@ -47,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("INPUT: give either INPUT or --on/--off, not both")
     if args.on is None and args.input is None:
         raise ValueError("INPUT: missing (or give --on ON.tif --off OFF.tif)")
+    if args.denoiser is not None and args.on is not None:
+        raise ValueError("--denoiser: applies to a single-frame INPUT, not to --on/--off (their 3S image is "
+                         "already clear)")
     check_output(args, [args.input, args.on, args.off, args.psf])
     if args.on is not None:
         on, meta = read_image(require_input(args.on, "--on"))
@@ -60,6 +72,14 @@ def run(args: argparse.Namespace) -> int:
         image, meta = read_image(require_input(args.input, "INPUT"))
     if image.ndim not in (2, 3):
         raise ValueError(f"INPUT: expected (y, x) or (t, y, x), got shape {image.shape}")
+    denoiser = None
+    if args.denoiser is not None:
+        from jaxsr.cli.denoise import check_frames, load_denoiser
+        from jaxsr.nn import denoise
+
+        model = load_denoiser(args.denoiser, "--denoiser")
+        check_frames(image, "INPUT", model)
+        denoiser = lambda frames: denoise(frames, model=model)  # noqa: E731
     pixel = pixel_size_from(args.pixel_size, meta.pixel_size_nm)
     check_upsample(image.shape, args.upsample)
     fine = pixel / args.upsample
@@ -71,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     def run_one(chunk, tag):
         bar = Progress(args.iterations, tag)
         out = clid(chunk, psf, upsample=args.upsample, num_iter=args.iterations, accelerate=True,
-                   background=args.background)
+                   background=args.background, denoiser=denoiser)
         bar(args.iterations)
         bar.close()
         return out
@@ -80,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         result = deconvolve_frames(frames, psf, batch=args.batch, label="CLID", run_one=run_one)
     result = result.reshape(image.shape[:-2] + result.shape[-2:]).astype(np.float32)
     write_image(args.output, result, pixel_size_nm=fine, overwrite=args.overwrite)
+    source = "3S of ON/OFF" if args.on else "clear input" if denoiser is None else f"denoised by {args.denoiser}"
     print(f"wrote {args.output}: {result.shape} float32, pixel {fine:.2f} nm "
-          f"({'3S of ON/OFF' if args.on else 'clear input'}, {args.iterations} accelerated RL iterations, "
-          f"PSF {args.psf})")
+          f"({source}, {args.iterations} accelerated RL iterations, PSF {args.psf})")
     return 0

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from jaxsr._version import __version__
-from jaxsr.cli import clid, deconvolve, demo, fit_psf, resolution, simulate
+from jaxsr.cli import clid, deconvolve, demo, denoise, fit_psf, resolution, simulate, train_denoiser
 
 SUBCOMMANDS = {
     "demo": demo,
@@ -21,6 +21,8 @@ SUBCOMMANDS = {
     "fit-psf": fit_psf,
     "deconvolve": deconvolve,
     "clid": clid,
+    "denoise": denoise,
+    "train-denoiser": train_denoiser,
 }
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError)
