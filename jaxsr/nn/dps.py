@@ -679,7 +679,7 @@ def train_dps(
     >>> import jax, jax.numpy as jnp
     >>> from jaxsr.nn.train import TrainConfig
     >>> img = jnp.zeros((32, 32)).at[10:20, 16].set(1.0)
-    >>> cfg = UNetConfig(depth=1, features=2, decoder_features=2, attention=True, back_projection=True)
+    >>> cfg = UNetConfig(depth=1, features=2, decoder_features=2)  # tiny; DPS_CONFIG in practice
     >>> r = train_dps(jax.random.key(0), img, dps_psf(max_size=9), config=cfg,
     ...               train=TrainConfig(steps=2, batch_size=2, patch_size=16))
     >>> r.step
@@ -772,7 +772,7 @@ def dps(
         ValueError: as :func:`dps_prepare`; unknown ``grid``.
 
     >>> import jax, jax.numpy as jnp
-    >>> cfg = UNetConfig(depth=1, features=2, decoder_features=2, attention=True, back_projection=True)
+    >>> cfg = UNetConfig(depth=1, features=2, decoder_features=2)  # untrained, tiny: shapes only
     >>> prm = unet_init(jax.random.key(0), config=cfg)
     >>> r = dps(jnp.ones((16, 20)), prm, config=cfg, pixel_size_nm=65.0, na=1.4, wavelength_nm=520.0)
     >>> r.image.shape, round(r.pixel_size_nm, 2)

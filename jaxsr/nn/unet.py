@@ -220,9 +220,10 @@ def unet_init(key: jax.Array, *, config: UNetConfig, dtype=jnp.float32) -> dict:
 def _init_fn(config: UNetConfig, dtype):
     """A jitted initialiser per configuration (eager Flax init costs seconds of op-by-op dispatch)."""
     m = config.multiple
-    dummy = jnp.zeros((1, m, m, config.in_channels), dtype)
 
     def init(key):
+        # built inside the traced function: a cached array made under an outer trace would leak a tracer
+        dummy = jnp.zeros((1, m, m, config.in_channels), dtype)
         variables = UNet(config).init(key, dummy)
         return jax.tree_util.tree_map(lambda p: p.astype(dtype), variables)
 

@@ -6,15 +6,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 from scipy import stats
 
+from jaxsr.metrics import psnr
+from jaxsr.nn.model import DenoiserModel, denoise
 from jaxsr.nn.self_supervised import (
     blind_spot_corrupt,
     blind_spot_mask,
     cell_side,
     make_n2v_loss,
     masked_mse,
+    train_self_supervised,
 )
+from jaxsr.nn.train import TrainConfig
+from jaxsr.nn.unet import UNetConfig, unet_init
 
 
 def _unique_image(shape):
@@ -185,8 +191,6 @@ def test_loss_jit_equals_eager(rng, key):
 
 
 def test_loss_grads_x64(x64, key):
-    from jax.test_util import check_grads
-
     noisy = jax.random.normal(key, (2, 16, 16), jnp.float64)
     loss_fn = make_n2v_loss(apply_fn=lambda p, x: jnp.tanh(p["a"] * x + p["b"]), fraction=1 / 16)
     check_grads(lambda p: loss_fn(p, noisy, key), ({"a": jnp.float64(0.8), "b": jnp.float64(0.1)},),
@@ -231,12 +235,6 @@ def test_make_loss_bad_arguments():
 
 # ----------------------------------------------------------------------------- training
 
-from jaxsr.metrics import psnr  # noqa: E402
-from jaxsr.nn.model import DenoiserModel, denoise  # noqa: E402
-from jaxsr.nn.self_supervised import train_self_supervised  # noqa: E402
-from jaxsr.nn.train import TrainConfig  # noqa: E402
-from jaxsr.nn.unet import UNetConfig, unet_init  # noqa: E402
-
 TINY = UNetConfig(depth=2, features=8, decoder_features=8)
 TINY_TRAIN = TrainConfig(steps=60, batch_size=8, patch_size=32, learning_rate=3e-3, eval_every=20)
 
@@ -275,8 +273,6 @@ def test_training_reduces_the_loss(trained):
     # The blind-spot loss on a fixed set of masked copies of the (normalised) image, before and after.
     x = (noisy - noisy.mean()) / noisy.std()
     batch = jnp.asarray(np.stack([x, x[::-1], x.T, x[:, ::-1]]))
-    from jaxsr.nn.self_supervised import make_n2v_loss
-
     loss_fn = jax.jit(make_n2v_loss(config=TINY, fraction=1 / 16))
     k = jax.random.key(11)
     before = float(loss_fn(unet_init(jax.random.key(3), config=TINY), batch, k))
