@@ -108,6 +108,23 @@ def test_resampling_jit_vmap_invariance(rng):
     np.testing.assert_allclose(vm, single, atol=1e-6)
 
 
+@pytest.mark.parametrize("canon", [1.5, 2.0])
+def test_dps_psf_width(canon):
+    for kind in ("gaussian", "airy"):
+        psf = np.asarray(dps_psf(canonical_sigma_px=canon, psf=kind, max_size=None), dtype=np.float64)
+        n = psf.shape[0]
+        assert psf.sum() == pytest.approx(1.0, abs=1e-5)
+        assert np.unravel_index(psf.argmax(), psf.shape) == (n // 2, n // 2)
+        if kind == "gaussian":  # second moment = sigma^2 + 1/12 (pixel integration)
+            r2 = (np.arange(n) - n // 2) ** 2
+            assert np.sqrt((psf.sum(axis=0) * r2).sum()) == pytest.approx(np.sqrt(canon**2 + 1 / 12), rel=1e-3)
+        else:  # first Airy zero at 0.61 wavelength / NA = 0.61 canon / 0.21 pixels
+            prof = psf[n // 2, n // 2:]
+            zero = 0.61 * canon / 0.21
+            assert prof[int(round(zero))] < 0.02 * prof[0]
+            assert prof[int(round(zero / 2))] > 0.3 * prof[0]
+
+
 # --------------------------------------------------------------------------- background
 def test_background_constant_and_spots():
     flat = np.full((48, 48), 7.0, np.float32)
