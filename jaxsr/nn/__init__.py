@@ -66,6 +66,7 @@ from jaxsr.nn.train import (
     fit,
     load_train_state,
     make_optimizer,
+    resolve_configs,
 )
 from jaxsr.nn.unet import UNet, UNetConfig, count_params, unet_apply, unet_init
 
@@ -73,7 +74,7 @@ __all__ = [
     "UNet", "UNetConfig", "count_params", "unet_apply", "unet_init",
     "augment_d4", "random_patches",
     "CHECKPOINT_FILE", "SCHEDULES", "TrainConfig", "TrainingDiverged", "TrainResult", "fit",
-    "load_train_state", "make_optimizer",
+    "load_train_state", "make_optimizer", "resolve_configs",
     "MODEL_KINDS", "NORMALIZATIONS", "DenoiserModel", "denoise", "load_model", "pretrained_path", "save_model",
     "DPS_BACKGROUNDS", "DPS_CONFIG", "DPS_TRAIN", "DPSPrepared", "DPSResult", "dps", "dps_background", "dps_loss",
     "dps_prepare", "dps_psf", "dps_resample_factor", "from_canonical_grid", "to_canonical_grid", "train_dps",

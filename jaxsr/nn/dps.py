@@ -84,7 +84,7 @@ from jaxsr.deconv.sparse import BACKGROUNDS, _apply, _background, _component_wei
 from jaxsr.forward import bin_image, convolve
 from jaxsr.metrics.quality import ssim
 from jaxsr.nn.data import augment_d4, random_patches
-from jaxsr.nn.train import TrainConfig, TrainResult, fit
+from jaxsr.nn.train import TrainConfig, TrainResult, fit, resolve_configs
 from jaxsr.nn.unet import UNetConfig, unet_apply, unet_init
 from jaxsr.optics.psf import airy_psf_2d, gaussian_psf_2d
 
@@ -705,12 +705,7 @@ def train_dps(
     >>> r.step
     2
     """
-    config = DPS_CONFIG if config is None else config
-    train = DPS_TRAIN if train is None else train
-    if not isinstance(config, UNetConfig):
-        raise TypeError(f"argument 'config': expected a UNetConfig, got {type(config).__name__}")
-    if not isinstance(train, TrainConfig):
-        raise TypeError(f"argument 'train': expected a TrainConfig, got {type(train).__name__}")
+    config, train = resolve_configs(config, train, default_config=DPS_CONFIG, default_train=DPS_TRAIN)
     if config.in_channels != 1 or config.out_channels != 1:
         raise ValueError("argument 'config': DPS needs a single-channel network (in_channels = out_channels = 1)")
     images = as_float_array(images, "images")

@@ -43,7 +43,7 @@ import numpy as np
 from jaxsr._validate import as_float_array, check_choice, check_finite, check_int, check_shape, real_float
 from jaxsr.nn.data import augment_d4, random_patches
 from jaxsr.nn.model import NORMALIZATIONS, DenoiserModel, _normalize
-from jaxsr.nn.train import TrainConfig, fit
+from jaxsr.nn.train import TrainConfig, fit, resolve_configs
 from jaxsr.nn.unet import UNetConfig, unet_apply, unet_init
 
 __all__ = [
@@ -433,12 +433,7 @@ def train_self_supervised(
     ...     train=TrainConfig(steps=60, batch_size=8, patch_size=32))
     >>> denoised = denoise(noisy, model=model)  # doctest: +SKIP
     """
-    config = SELF_SUPERVISED_UNET if config is None else config
-    train = SELF_SUPERVISED_TRAIN if train is None else train
-    if not isinstance(config, UNetConfig):
-        raise TypeError(f"argument 'config': expected a UNetConfig, got {type(config).__name__}")
-    if not isinstance(train, TrainConfig):
-        raise TypeError(f"argument 'train': expected a TrainConfig, got {type(train).__name__}")
+    config, train = resolve_configs(config, train, default_config=SELF_SUPERVISED_UNET, default_train=SELF_SUPERVISED_TRAIN)
     if config.residual:
         raise ValueError("argument 'config': residual=True would pass each pixel's own noise to the output; "
                          "blind-spot training needs residual=False")

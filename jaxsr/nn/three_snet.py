@@ -42,7 +42,7 @@ from jaxsr._validate import as_float_array, check_finite, check_int
 from jaxsr.metrics.quality import psnr
 from jaxsr.nn.data import augment_d4
 from jaxsr.nn.model import DenoiserModel, _frame_scale, denoise
-from jaxsr.nn.train import TrainConfig, fit
+from jaxsr.nn.train import TrainConfig, fit, resolve_configs
 from jaxsr.nn.unet import UNet, UNetConfig, unet_init
 
 __all__ = [
@@ -277,8 +277,7 @@ def train_3snet(
     References:
         Xue et al., Nat. Commun. (2026) (3Snet-CLID).
     """
-    config = UNetConfig() if config is None else config
-    train = TrainConfig() if train is None else train
+    config, train = resolve_configs(config, train, default_config=UNetConfig(), default_train=TrainConfig())
     lam = float(lam)
     if not lam >= 0:
         raise ValueError(f"argument 'lam': expected a number >= 0 (or inf), got {lam}")

@@ -30,6 +30,8 @@ import numpy as np
 import optax
 
 from jaxsr._validate import check_choice, check_int
+from jaxsr.nn._config import JsonConfig
+from jaxsr._xla_flags import cpu_training_compiler_options
 from jaxsr.io.atomic import atomic_path, write_json
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "TrainingDiverged",
     "fit",
     "make_optimizer",
+    "resolve_configs",
     "load_train_state",
     "CHECKPOINT_FILE",
     "SCHEDULES",
@@ -53,7 +56,7 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """Settings of a training run (JSON-serialisable with :meth:`to_dict`).
 
     Attributes:
@@ -68,6 +71,8 @@ class TrainConfig:
         eval_every: steps between calls of ``evaluate``.
         seed: seed of every random draw of the run (batches, masks, noise).
     """
+
+    _WHAT = "training settings"
 
     steps: int = 2000
     batch_size: int = 16
@@ -92,19 +97,6 @@ class TrainConfig:
                 kind = "a positive" if positive else "a non-negative"
                 raise ValueError(f"argument '{name}': expected {kind} finite number, got {v!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(d) - names)
-        if extra:
-            raise ValueError(f"argument 'config': unknown training settings {extra}")
-        return cls(**d)
-
 
 class TrainResult(NamedTuple):
     """What :func:`fit` returns.
@@ -121,6 +113,33 @@ class TrainResult(NamedTuple):
     step: int
     history: list
     resumed_from: int
+
+
+def resolve_configs(config, train, *, default_config, default_train):
+    """The network and training configurations of a trainer: defaults for ``None``, type checks.
+
+    Args:
+        config: a :class:`~jaxsr.nn.unet.UNetConfig` or ``None``.
+        train: a :class:`TrainConfig` or ``None``.
+        default_config: the trainer's default network.
+        default_train: the trainer's default training settings.
+
+    Returns:
+        ``(config, train)``.
+
+    >>> from jaxsr.nn.unet import UNetConfig
+    >>> resolve_configs(None, None, default_config=UNetConfig(), default_train=TrainConfig())[1].steps
+    2000
+    """
+    from jaxsr.nn.unet import UNetConfig  # noqa: PLC0415 (train.py stays independent of the network)
+
+    config = default_config if config is None else config
+    train = default_train if train is None else train
+    if not isinstance(config, UNetConfig):
+        raise TypeError(f"argument 'config': expected a UNetConfig, got {type(config).__name__}")
+    if not isinstance(train, TrainConfig):
+        raise TypeError(f"argument 'train': expected a TrainConfig, got {type(train).__name__}")
+    return config, train
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
@@ -292,7 +311,8 @@ def fit(
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
         return keep(new_params, params), keep(new_opt, opt_state), loss, ok
 
-    step_jit = jax.jit(step_fn)
+    # On the CPU the step is compiled with multi-threaded convolutions (see jaxsr/_xla_flags.py).
+    step_jit = jax.jit(step_fn, compiler_options=cpu_training_compiler_options() or None)
     metrics: dict[str, float] = {}
     running = []
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -38,12 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsr._validate import as_float_array, check_int
+from jaxsr.nn._config import JsonConfig
 
 __all__ = ["UNetConfig", "UNet", "unet_init", "unet_apply", "count_params"]
 
 
 @dataclasses.dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(JsonConfig):
     """Shape of a :class:`UNet` (hashable, JSON-serialisable with :meth:`to_dict`).
 
     Attributes:
@@ -60,6 +60,8 @@ class UNetConfig:
             network learns a correction; off for 3Snet, whose output drops the
             background the input carries.
     """
+
+    _WHAT = "U-Net settings"
 
     depth: int = 5
     features: int = 48
@@ -88,19 +90,6 @@ class UNetConfig:
     def multiple(self) -> int:
         """Image sides are padded to a multiple of this (``2**depth``)."""
         return 2 ** self.depth
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form of the configuration."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "UNetConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(d) - names)
-        if extra:
-            raise ValueError(f"argument 'config': unknown U-Net settings {extra}")
-        return cls(**d)
 
 
 class _AttentionGate(nn.Module):
