@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import jax
 import pytest
+
+from jaxsr.nn import DenoiserModel, UNetConfig, save_model, unet_init
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny untrained 3Snet-shaped model on disk (depth 2, 4/8 channels, weights from a fixed key)."""
+    config = UNetConfig(depth=2, features=4, decoder_features=8)
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    save_model(path, DenoiserModel("3snet", config, unet_init(jax.random.key(3), config=config)))
+    return path
 
 
 @pytest.fixture

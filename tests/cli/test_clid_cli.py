@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import hashlib
 
-import jax
 import numpy as np
 import pytest
 
 from jaxsr.cli.main import main
 from jaxsr.deconv import clid
 from jaxsr.io import read_image, write_image
-from jaxsr.nn import DenoiserModel, UNetConfig, denoise, load_model, pretrained_path, save_model, unet_init
+from jaxsr.nn import denoise, load_model
 from jaxsr.simulate import widefield_psf
-
-TINY = UNetConfig(depth=2, features=4, decoder_features=8)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    save_model(path, DenoiserModel("3snet", TINY, unet_init(jax.random.key(3), config=TINY)))
-    return path
 
 
 @pytest.fixture

@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 
-import jax
 import numpy as np
 import pytest
 
 import jaxsr.nn
 from jaxsr.cli.main import main
 from jaxsr.io import read_image, write_image
-from jaxsr.nn import DenoiserModel, UNetConfig, denoise, pretrained_path, save_model, unet_init
+from jaxsr.nn import UNetConfig, denoise, save_model
 
 # The network `jaxsr train-denoiser --depth 2 --features 4` builds (shared compilations across the CLI tests).
 TINY = UNetConfig(depth=2, features=4, decoder_features=8)
@@ -20,14 +19,6 @@ TINY = UNetConfig(depth=2, features=4, decoder_features=8)
 
 def digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A tiny untrained 3Snet-shaped model on disk (weights from a fixed key)."""
-    path = tmp_path_factory.mktemp("models") / "tiny"
-    save_model(path, DenoiserModel("3snet", TINY, unet_init(jax.random.key(3), config=TINY)))
-    return path
 
 
 @pytest.fixture
