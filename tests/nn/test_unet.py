@@ -116,3 +116,20 @@ def test_bad_images(tiny_params):
         unet_apply(tiny_params, jnp.ones(5), config=TINY)
     with pytest.raises(ValueError, match="x"):
         UNet(TINY).apply(tiny_params, jnp.ones((1, 8, 8, 2)))
+
+
+def test_max_pool_matches_block_reduce_and_flax_gradient():
+    """The reshape max-pool equals skimage's 2x2 block max, and its gradient equals flax's windowed max's."""
+    import flax.linen as nn
+    from skimage.measure import block_reduce
+
+    from jaxsr.nn.unet import _max_pool2
+
+    x = jax.random.normal(jax.random.key(3), (2, 8, 6, 3))  # continuous: no ties
+    ref = block_reduce(np.asarray(x), (1, 2, 2, 1), np.max)
+    np.testing.assert_array_equal(np.asarray(_max_pool2(x)), ref)
+    w = jax.random.normal(jax.random.key(4), ref.shape)
+    g = jax.grad(lambda v: jnp.sum(_max_pool2(v) * w))(x)
+    g_ref = jax.grad(lambda v: jnp.sum(nn.max_pool(v, (2, 2), strides=(2, 2)) * w))(x)
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(g_ref))
+    assert int(np.count_nonzero(np.asarray(g))) == ref.size  # one winner per window
