@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import os
 import platform
@@ -83,7 +82,7 @@ from jaxsr.io import write_json  # noqa: E402
 from jaxsr.io.atomic import atomic_path  # noqa: E402
 from jaxsr.io.png import write_png_panel  # noqa: E402
 from jaxsr.metrics import decorrelation  # noqa: E402
-from jaxsr.nn import TrainConfig, UNetConfig, denoise, load_model, pretrained_path  # noqa: E402
+from jaxsr.nn import TrainConfig, UNetConfig, denoise, load_model, pretrained_path, to_canonical_grid  # noqa: E402
 from jaxsr.nn import self_supervised as ss  # noqa: E402
 from jaxsr.simulate import (  # noqa: E402
     hollow_rings,
@@ -163,19 +162,15 @@ def blind_spot(frame, *, steps, seed):
 
 def run_dps(raw_frames, model, *, steps, seed):
     """DPS with the 3Snet as stage 1, trained on the test frames themselves; returns (outputs, info)."""
-    dps_mod = importlib.import_module("jaxsr.nn.dps")  # the module (jaxsr.nn.dps is also a function name)
+    from jaxsr.nn import DPS_TRAIN, dps_prepare, dps_super_resolve  # noqa: PLC0415
 
     denoiser = lambda x: denoise(x, model=model)  # noqa: E731
     optics = dict(pixel_size_nm=PIXEL_NM, na=NA, wavelength_nm=WAVELENGTH_NM)
     t0 = time.perf_counter()
-    prep = dps_mod.dps_prepare(raw_frames, denoiser=denoiser, **optics)
-    train = dps_mod.DPS_TRAIN
-    train = TrainConfig(**{**train.to_dict(), "steps": steps, "seed": seed,
-                           "eval_every": steps, "checkpoint_every": steps,
-                           "patch_size": min(train.patch_size, min(prep.image.shape[-2:]) // 2 * 2)})
-    psf = dps_mod.dps_psf(max_size=min(39, train.patch_size - 1 + train.patch_size % 2))
-    result = dps_mod.train_dps(jax.random.key(seed), prep.image, psf, train=train)
-    out = dps_mod.dps(raw_frames, result.params, denoiser=denoiser, **optics)
+    train = TrainConfig(**{**DPS_TRAIN.to_dict(), "steps": steps, "seed": seed, "eval_every": steps,
+                           "checkpoint_every": steps})
+    out, result = dps_super_resolve(jax.random.key(seed), raw_frames, denoiser=denoiser, train=train, **optics)
+    prep = dps_prepare(raw_frames, denoiser=denoiser, **optics)
     info = {"steps": steps, "train": train.to_dict(), "factor": prep.factor,
             "canonical_pixel_nm": out.pixel_size_nm, "seconds": time.perf_counter() - t0,
             "final_loss": float(result.history[-1]["loss"]) if result.history else None,
@@ -384,36 +379,31 @@ def main(argv=None) -> int:
     if args.no_dps:
         dps_report = {"skipped": "--no-dps"}
     else:
-        try:
-            out_dps, prep_images, info = run_dps(np.stack(raws), model, steps=args.dps_steps, seed=args.seed)
-        except ImportError as exc:
-            dps_report = {"skipped": f"jaxsr.nn.dps not available ({exc})"}
-        else:
-            per = []
-            for i, f in enumerate(fields):
-                widefield_in = np.asarray(denoise(raws[i], model=model))  # the stage-2 input, camera grid
-                clean_i = cleans[i]
-                r_in = resolution_nm(widefield_in, PIXEL_NM)
-                # control: the same input only resampled to the DPS grid (a grid change alone must not gain)
-                resampled = importlib.import_module("jaxsr.nn.dps").to_canonical_grid(
-                    np.maximum(widefield_in, 0.0), factor=info["factor"])
-                r_in_canon = resolution_nm(resampled, info["canonical_pixel_nm"])
-                r_out = resolution_nm(out_dps[i], info["canonical_pixel_nm"])
-                r_clean = resolution_nm(clean_i, PIXEL_NM)
-                r_raw = resolution_nm(raws[i], PIXEL_NM)
-                per.append({"field": i, "structure": f["structure"], "input_resolution_nm": r_in,
-                            "dps_resolution_nm": r_out, "input_resampled_to_dps_grid_resolution_nm": r_in_canon,
-                            "noise_free_widefield_resolution_nm": r_clean,
-                            "raw_frame_resolution_nm": r_raw, "gain": r_in / r_out,
-                            "gain_vs_noise_free_widefield": r_clean / r_out})
-            gains = [r["gain"] for r in per]
-            dps_report = {"info": info, "fields": per, "mean_gain": float(np.nanmean(gains)),
-                          "min_gain": float(np.nanmin(gains)),
-                          "input_definition": "decorrelation of the 3Snet-denoised frame (the DPS stage-2 input, "
-                                              "65 nm pixels) vs the DPS output (canonical grid)"}
-            dps_image = out_dps[0]
-            print(f"\nDPS: " + ", ".join(f"{r['structure']} {r['input_resolution_nm']:.0f} -> "
-                                         f"{r['dps_resolution_nm']:.0f} nm ({r['gain']:.2f}x)" for r in per))
+        out_dps, prep_images, info = run_dps(np.stack(raws), model, steps=args.dps_steps, seed=args.seed)
+        per = []
+        for i, f in enumerate(fields):
+            widefield_in = np.asarray(denoise(raws[i], model=model))  # the stage-2 input, camera grid
+            clean_i = cleans[i]
+            r_in = resolution_nm(widefield_in, PIXEL_NM)
+            # control: the same input only resampled to the DPS grid (a grid change alone must not gain)
+            resampled = to_canonical_grid(np.maximum(widefield_in, 0.0), factor=info["factor"])
+            r_in_canon = resolution_nm(resampled, info["canonical_pixel_nm"])
+            r_out = resolution_nm(out_dps[i], info["canonical_pixel_nm"])
+            r_clean = resolution_nm(clean_i, PIXEL_NM)
+            r_raw = resolution_nm(raws[i], PIXEL_NM)
+            per.append({"field": i, "structure": f["structure"], "input_resolution_nm": r_in,
+                        "dps_resolution_nm": r_out, "input_resampled_to_dps_grid_resolution_nm": r_in_canon,
+                        "noise_free_widefield_resolution_nm": r_clean,
+                        "raw_frame_resolution_nm": r_raw, "gain": r_in / r_out,
+                        "gain_vs_noise_free_widefield": r_clean / r_out})
+        gains = [r["gain"] for r in per]
+        dps_report = {"info": info, "fields": per, "mean_gain": float(np.nanmean(gains)),
+                      "min_gain": float(np.nanmin(gains)),
+                      "input_definition": "decorrelation of the 3Snet-denoised frame (the DPS stage-2 input, "
+                                          "65 nm pixels) vs the DPS output (canonical grid)"}
+        dps_image = out_dps[0]
+        print(f"\nDPS: " + ", ".join(f"{r['structure']} {r['input_resolution_nm']:.0f} -> "
+                                     f"{r['dps_resolution_nm']:.0f} nm ({r['gain']:.2f}x)" for r in per))
 
     # --- diagnostic: the same preservation measure on the training structure at several densities
     control = preservation_control(jax.random.fold_in(key, 7), model, args.size, args.cycles)

@@ -22,7 +22,8 @@ The pieces, in the order an image meets them:
 4. :func:`dps_loss` - the training objective; :func:`dps_psf` - the PSF on
    the canonical grid.
 5. :func:`train_dps` - unsupervised training with :func:`jaxsr.nn.train.fit`;
-   :func:`dps` - inference on images of any size.
+   :func:`dps_apply` - inference on images of any size;
+   :func:`dps_super_resolve` - all of it on one image or stack (train on it, apply).
 
 Weights: the loss is computed on images scaled to a maximum of 1, so the
 defaults (SSIM 1, L1 0.05, Hessian 0.02) carry over between microscopes once
@@ -541,7 +542,7 @@ class DPSPrepared(NamedTuple):
 
 
 class DPSResult(NamedTuple):
-    """Output of :func:`dps`.
+    """Output of :func:`dps_apply` and :func:`dps_super_resolve`.
 
     Attributes:
         image: ``(..., Y, X)`` DPS reconstruction in the input's intensity units (background removed).
@@ -742,7 +743,7 @@ def train_dps(
 _apply_jit = jax.jit(unet_apply, static_argnames=("config",))
 
 
-def dps(
+def dps_apply(
     image: Any,
     params: Any,
     *,
@@ -789,7 +790,7 @@ def dps(
     >>> import jax, jax.numpy as jnp
     >>> cfg = UNetConfig(depth=1, features=2, decoder_features=2)  # untrained, tiny: shapes only
     >>> prm = unet_init(jax.random.key(0), config=cfg)
-    >>> r = dps(jnp.ones((16, 20)), prm, config=cfg, pixel_size_nm=65.0, na=1.4, wavelength_nm=520.0)
+    >>> r = dps_apply(jnp.ones((16, 20)), prm, config=cfg, pixel_size_nm=65.0, na=1.4, wavelength_nm=520.0)
     >>> r.image.shape, round(r.pixel_size_nm, 2)
     ((26, 33), 39.0)
     """
@@ -816,3 +817,65 @@ def dps(
         out = jnp.maximum(from_canonical_grid(out, factor=prep.factor, shape=prep.shape), 0.0)
         return DPSResult(image=out, pixel_size_nm=float(pixel_size_nm), factor=prep.factor)
     return DPSResult(image=out, pixel_size_nm=prep.pixel_size_nm, factor=prep.factor)
+
+
+def dps_super_resolve(
+    key: jax.Array,
+    image: Any,
+    *,
+    pixel_size_nm: Any,
+    na: Any,
+    wavelength_nm: Any,
+    denoiser: Callable | None = None,
+    config: UNetConfig | None = None,
+    train: TrainConfig | None = None,
+    background: str | None = "opening",
+    checkpoint_dir=None,
+    callback: Callable | None = None,
+) -> tuple[DPSResult, TrainResult]:
+    """Single-frame DPS end to end: prepare, train on the images themselves, apply.
+
+    Runs :func:`dps_prepare` (stage 1 ``denoiser``, background removal, the
+    canonical grid), :func:`train_dps` on the prepared frames (no ground truth:
+    the DPS objective only needs the image and the PSF) and :func:`dps_apply`
+    with the trained network. The patch size is reduced to the image when the
+    canonical-grid frames are smaller than ``train.patch_size``, and the PSF
+    is cropped to fit a patch.
+
+    Args:
+        key: PRNG key of the network initialisation.
+        image: ``(y, x)`` or ``(n, y, x)`` raw camera frames (finite; at least
+            about 16 x 16 pixels after resampling).
+        pixel_size_nm, na, wavelength_nm: the microscope of ``image`` (nm, -, nm).
+        denoiser: optional stage 1, ``frames -> frames`` of the same shape
+            (e.g. ``lambda x: denoise(x, model=load_model(pretrained_path()))``).
+        config: the network (default :data:`DPS_CONFIG`).
+        train: training settings (default :data:`DPS_TRAIN`).
+        background: see :func:`dps_prepare`.
+        checkpoint_dir: optional directory for resumable checkpoints.
+        callback: optional ``callback(info)`` per training step.
+
+    Returns:
+        ``(DPSResult, TrainResult)``: the reconstruction on the canonical grid
+        (pixel ``pixel_size_nm / factor``) and the training record.
+
+    References:
+        Ye et al., "Deep-physics-informed sparsity for universal super-resolution
+        fluorescence microscopy", Intelligent Computing (2025).
+    """
+    config, train = resolve_configs(config, train, default_config=DPS_CONFIG, default_train=DPS_TRAIN)
+    prep = dps_prepare(image, pixel_size_nm=pixel_size_nm, na=na, wavelength_nm=wavelength_nm,
+                       background=background, denoiser=denoiser)
+    side = min(prep.image.shape[-2:])
+    patch = min(train.patch_size, side)
+    if patch < 11:
+        raise ValueError(f"argument 'image': {tuple(prep.image.shape[-2:])} pixels on the canonical grid is "
+                         "smaller than the 11-pixel SSIM window of the DPS loss")
+    if patch != train.patch_size:
+        train = TrainConfig(**{**train.to_dict(), "patch_size": patch})
+    psf = dps_psf(max_size=min(39, patch - 1 + patch % 2))
+    result = train_dps(key, prep.image, psf, config=config, train=train, checkpoint_dir=checkpoint_dir,
+                       callback=callback)
+    out = dps_apply(image, result.params, pixel_size_nm=pixel_size_nm, na=na, wavelength_nm=wavelength_nm,
+                    config=config, background=background, denoiser=denoiser)
+    return out, result

@@ -73,3 +73,37 @@ def test_clid_with_shipped_3snet(raw_frame, capsys):
     assert np.isfinite(sr).all() and sr.min() >= 0
     # The light stays on the line (camera column 20 -> fine columns 60-62).
     assert 58 <= int(np.argmax(sr[40:100].sum(axis=0))) <= 64
+
+
+def test_clid_denoiser_dps_matches_the_library(raw_frame, capsys):
+    """--denoiser dps = dps_super_resolve(INPUT, 3Snet stage 1) with the same seed, on DPS's canonical grid."""
+    import dataclasses
+
+    import jax
+
+    from jaxsr.nn import DPS_TRAIN, dps_resample_factor, dps_super_resolve, pretrained_path
+
+    folder, frame = raw_frame
+    out = folder / "dps.tif"
+    assert main(["clid", str(folder / "raw.tif"), "-o", str(out), "--denoiser", "dps", "--dps-steps", "3",
+                 "--na", "1.49", "--wavelength", "488"]) == 0
+    assert "DPS trained 3 steps" in capsys.readouterr().out
+    sr, meta = read_image(out, dtype=None)
+    factor = dps_resample_factor(pixel_size_nm=65.0, na=1.49, wavelength_nm=488.0)
+    assert meta.pixel_size_nm == pytest.approx(65.0 / factor, rel=1e-3)
+    assert sr.dtype == np.float32 and abs(sr.shape[0] - 48 * factor) <= 1 and sr.shape[0] == sr.shape[1]
+    model = load_model(pretrained_path())
+    train = dataclasses.replace(DPS_TRAIN, steps=3, seed=0, eval_every=1, checkpoint_every=3)
+    expected, _ = dps_super_resolve(jax.random.key(0), frame, pixel_size_nm=65.0, na=1.49, wavelength_nm=488.0,
+                                    denoiser=lambda x: denoise(x, model=model), train=train)
+    np.testing.assert_allclose(sr, np.asarray(expected.image), rtol=1e-4, atol=1e-4 * float(expected.image.max()))
+
+
+def test_clid_denoiser_dps_errors(raw_frame, one_line_error):
+    folder, _ = raw_frame
+    src, out = str(folder / "raw.tif"), str(folder / "sr.tif")
+    assert main(["clid", src, "-o", out, "--dps-steps", "3"]) == 2
+    one_line_error("--dps-steps")
+    assert main(["clid", src, "-o", out, "--denoiser", "dps", "--psf", "clid-bessel"]) == 2
+    one_line_error("--psf")
+    assert not (folder / "sr.tif").exists()

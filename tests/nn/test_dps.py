@@ -16,7 +16,7 @@ from jaxsr.deconv.upsample import lanczos_upsample
 from jaxsr.forward import convolve
 from jaxsr.nn.dps import (
     DPS_BACKGROUNDS,
-    dps,
+    dps_apply,
     dps_background,
     dps_loss,
     dps_prepare,
@@ -248,13 +248,13 @@ def test_tiny_training_reduces_loss(key):
     assert after < 0.8 * before
     # inference: canonical grid by default, camera grid on request, frames independent
     frames = np.stack([img[:40, :40] * 50 + 10, img[8:, 8:] * 80 + 10])
-    r = dps(frames, res.params, config=TINY, **OPTICS)
+    r = dps_apply(frames, res.params, config=TINY, **OPTICS)
     f = dps_resample_factor(**OPTICS)
     assert r.image.shape == (2, int(40 * f), int(40 * f))
     assert bool(jnp.all(r.image >= 0)) and r.pixel_size_nm == pytest.approx(65.0 / f)
-    swapped = dps(frames[::-1], res.params, config=TINY, **OPTICS)
+    swapped = dps_apply(frames[::-1], res.params, config=TINY, **OPTICS)
     np.testing.assert_allclose(np.asarray(swapped.image[0]), np.asarray(r.image[1]), rtol=1e-5, atol=1e-6)
-    cam = dps(frames, res.params, config=TINY, grid="camera", **OPTICS)
+    cam = dps_apply(frames, res.params, config=TINY, grid="camera", **OPTICS)
     assert cam.image.shape == frames.shape and cam.pixel_size_nm == 65.0
 
 
@@ -301,5 +301,5 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="images"):
         train_dps(jax.random.key(0), img, PSF9, config=TINY, train=TrainConfig(patch_size=32))
     with pytest.raises(ValueError, match="grid"):
-        dps(img, {}, config=TINY, **OPTICS, grid="fine")
+        dps_apply(img, {}, config=TINY, **OPTICS, grid="fine")
     assert "opening" in DPS_BACKGROUNDS
