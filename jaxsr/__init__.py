@@ -10,11 +10,13 @@ Subpackages (each also importable on its own):
 - :mod:`jaxsr.io`: TIFF/OME-TIFF with pixel sizes, atomic writes.
 - :mod:`jaxsr.nn`: Flax networks: the U-Net, 3Snet, DPS, self-supervised denoising, training, model files
   (used qualified, ``jaxsr.nn.denoise``; not re-exported at the top level).
+- :mod:`jaxsr.smlm`: single-molecule localization: simulation, detection, MLE fitting with CRLB,
+  SMLM Challenge evaluation (used qualified, ``jaxsr.smlm.localize``).
 
 Every public name of the other subpackages is also available at the top level, e.g. ``jaxsr.airy_psf_2d``.
 """
 
-from jaxsr import deconv, forward, io, metrics, nn, optics, simulate
+from jaxsr import deconv, forward, io, metrics, nn, optics, simulate, smlm
 from jaxsr._version import __version__
 from jaxsr.deconv import (
     BACKGROUNDS,

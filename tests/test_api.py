@@ -15,11 +15,11 @@ import pytest
 import jaxsr
 
 PUBLIC = sorted(jaxsr.__all__)
-# jaxsr.nn keeps its own namespace (names like ``fit`` and ``denoise`` read better qualified); its
+# jaxsr.nn and jaxsr.smlm keep their own namespaces (names like ``fit`` and ``denoise`` read better qualified); its
 # public names follow the same conventions.
 OBJECTS = [(name, getattr(jaxsr, name)) for name in PUBLIC] + [
     (f"nn.{name}", getattr(jaxsr.nn, name)) for name in sorted(jaxsr.nn.__all__)
-]
+] + [(f"smlm.{name}", getattr(jaxsr.smlm, name)) for name in sorted(jaxsr.smlm.__all__)]
 
 
 def test_version():
@@ -32,10 +32,12 @@ def test_all_names_resolve():
         assert hasattr(jaxsr, name), name
 
 
-def test_nn_names_resolve():
-    assert len(jaxsr.nn.__all__) == len(set(jaxsr.nn.__all__))
-    for name in jaxsr.nn.__all__:
-        assert hasattr(jaxsr.nn, name), name
+@pytest.mark.parametrize("sub", ["nn", "smlm"])
+def test_qualified_subpackage_names_resolve(sub):
+    module = getattr(jaxsr, sub)
+    assert len(module.__all__) == len(set(module.__all__))
+    for name in module.__all__:
+        assert hasattr(module, name), name
 
 
 @pytest.mark.parametrize("name,obj", OBJECTS, ids=[n for n, _ in OBJECTS])

@@ -12,7 +12,19 @@ import sys
 from collections.abc import Sequence
 
 from jaxsr._version import __version__
-from jaxsr.cli import clid, deconvolve, demo, denoise, fit_psf, resolution, simulate, train_denoiser
+from jaxsr.cli import (
+    clid,
+    deconvolve,
+    demo,
+    denoise,
+    fit_psf,
+    localize,
+    render,
+    resolution,
+    simulate,
+    simulate_smlm,
+    train_denoiser,
+)
 
 SUBCOMMANDS = {
     "demo": demo,
@@ -23,6 +35,9 @@ SUBCOMMANDS = {
     "clid": clid,
     "denoise": denoise,
     "train-denoiser": train_denoiser,
+    "simulate-smlm": simulate_smlm,
+    "localize": localize,
+    "render": render,
 }
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError)

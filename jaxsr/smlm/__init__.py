@@ -1,0 +1,47 @@
+"""Single-molecule localization microscopy: simulation, detection, MLE fitting at the Cramér-Rao bound.
+
+Used qualified (``jaxsr.smlm.localize``), like :mod:`jaxsr.nn`.
+
+- :mod:`jaxsr.smlm.simulate`: blinking emitters -> PSF -> background -> camera, with ground truth.
+- :mod:`jaxsr.smlm.detect`: difference-of-Gaussians candidates and ROI extraction.
+- :mod:`jaxsr.smlm.fit`: Poisson (+ sCMOS) maximum-likelihood spot fits and their CRLB.
+- :mod:`jaxsr.smlm.localize`: the pipeline from raw frames to a localization table.
+- :mod:`jaxsr.smlm.io`: ThunderSTORM CSV and Picasso HDF5 (+ YAML) tables.
+- :mod:`jaxsr.smlm.render`: histogram and Gaussian rendering, FRC of two halves.
+- :mod:`jaxsr.smlm.evaluate`: SMLM Challenge matching and scores (Jaccard, RMSE, efficiency).
+"""
+
+from jaxsr.smlm.detect import Candidates, detect_spots, extract_rois
+from jaxsr.smlm.evaluate import ASSIGNMENTS, MatchResult, efficiency, match_localizations, precision_recall_curve
+from jaxsr.smlm.fit import SPOT_PARAMETERS, SpotFit, fit_spots, gaussian_spot, spot_crlb, spot_fisher
+from jaxsr.smlm.io import (
+    read_localizations,
+    read_picasso_hdf5,
+    read_thunderstorm_csv,
+    write_localizations,
+    write_picasso_hdf5,
+    write_thunderstorm_csv,
+)
+from jaxsr.smlm.localize import LOCALIZATION_COLUMNS, Localizations, camera_counts, localize
+from jaxsr.smlm.render import frc_localizations, render_gaussian, render_histogram
+from jaxsr.smlm.simulate import (
+    EMITTER_STRUCTURES,
+    SMLM_PSFS,
+    SMLMMovie,
+    blink,
+    emitter_positions,
+    render_emitters,
+    simulate_smlm,
+)
+
+__all__ = [
+    "Candidates", "detect_spots", "extract_rois",
+    "ASSIGNMENTS", "MatchResult", "efficiency", "match_localizations", "precision_recall_curve",
+    "SPOT_PARAMETERS", "SpotFit", "fit_spots", "gaussian_spot", "spot_crlb", "spot_fisher",
+    "LOCALIZATION_COLUMNS", "Localizations", "camera_counts", "localize",
+    "EMITTER_STRUCTURES", "SMLM_PSFS", "SMLMMovie", "blink", "emitter_positions", "render_emitters",
+    "simulate_smlm",
+    "read_localizations", "read_picasso_hdf5", "read_thunderstorm_csv", "write_localizations",
+    "write_picasso_hdf5", "write_thunderstorm_csv",
+    "frc_localizations", "render_gaussian", "render_histogram",
+]

@@ -1,0 +1,119 @@
+"""jaxsr simulate-smlm, localize and render: files in, files out, one-line errors."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from jaxsr.cli.main import main
+from jaxsr.forward import camera_preset
+from jaxsr.io import read_image
+from jaxsr.smlm import localize, match_localizations, read_localizations
+from jaxsr.smlm.movie import movie_chunks, movie_info
+
+
+@pytest.fixture(scope="module")
+def movie(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("smlm")
+    out = folder / "mov.tif"
+    assert main(["simulate-smlm", str(out), "--structure", "uniform", "--emitters", "40", "--frames", "24",
+                 "--size", "40", "--p-on", "0.06", "--camera", "emccd", "--seed", "3"]) == 0
+    return folder, out
+
+
+def test_simulate_smlm_writes_movie_and_truth(movie):
+    folder, out = movie
+    frames, meta = read_image(out)
+    assert frames.shape == (24, 40, 40) and meta.pixel_size_nm == 100.0
+    assert frames.min() >= 0 and frames.mean() > camera_preset("emccd").offset_adu
+    truth = read_localizations(folder / "mov_truth.csv")
+    assert truth.n > 20 and truth.frame.min() >= 0 and truth.frame.max() < 24
+    assert np.all((truth.x_nm > 0) & (truth.x_nm < 4000))
+    assert main(["simulate-smlm", str(out)]) == 2  # exists
+
+
+def test_localize_streams_chunks_like_the_library_and_finds_the_truth(movie, capsys):
+    folder, out = movie
+    before = hashlib.sha256(out.read_bytes()).hexdigest()
+    csv_path = folder / "locs.csv"
+    assert main(["localize", str(out), "-o", str(csv_path), "--camera", "emccd", "--sigma", "130",
+                 "--chunk", "7"]) == 0
+    assert "localizations in 24 frames" in capsys.readouterr().out
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == before
+    locs = read_localizations(csv_path)
+    frames, _ = read_image(out)
+    ref = localize(frames, pixel_size_nm=100.0, sigma_nm=130.0, camera=camera_preset("emccd"),
+                   sigma_guess_nm=0.21 * 670.0 / 1.4)
+    order = np.lexsort((ref.x_nm, ref.frame))
+    got = np.lexsort((locs.x_nm, locs.frame))
+    np.testing.assert_array_equal(locs.frame[got], ref.frame[order])  # chunks of 7 frames = the whole movie
+    # Same fits up to float32: a float32 log-likelihood cannot tell positions apart closer than about
+    # 0.01-0.05 CRLB (its change there is below the rounding of a 121-pixel sum), and the batch shape of
+    # a chunk changes the rounding; 0.3 nm is 5 % of the ~6 nm CRLB here.
+    np.testing.assert_allclose(locs.x_nm[got], ref.x_nm[order], atol=0.3)
+    r = match_localizations(locs, read_localizations(folder / "mov_truth.csv"))
+    assert r.jaccard > 70 and r.rmse_lateral_nm < 40
+    # Picasso output, fitted sigma
+    h5 = folder / "locs.hdf5"
+    assert main(["localize", str(out), "-o", str(h5), "--camera", "emccd"]) == 0
+    assert (folder / "locs.yaml").exists() and read_localizations(h5).n > 0
+
+
+def test_render_and_frc(movie, capsys):
+    folder, out = movie
+    csv_path = folder / "r.csv"
+    assert main(["localize", str(out), "-o", str(csv_path), "--camera", "emccd", "--sigma", "130"]) == 0
+    img_path = folder / "sr.tif"
+    assert main(["render", str(csv_path), "-o", str(img_path), "--pixel-size", "20", "--frc", "--frc-block", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "FRC resolution" in text
+    img, meta = read_image(img_path)
+    assert meta.pixel_size_nm == 20.0 and img.sum() == pytest.approx(read_localizations(csv_path).n, rel=0.02)
+    assert main(["render", str(csv_path), "-o", str(folder / "h.tif"), "--pixel-size", "20",
+                 "--method", "histogram"]) == 0
+
+
+def test_movie_chunks_bad_input(tmp_path):
+    from jaxsr.io import write_image
+
+    write_image(tmp_path / "v.tif", np.zeros((2, 3, 8, 8), np.float32), pixel_size_nm=100.0, axes="TZYX")
+    with pytest.raises(ValueError, match="movie"):
+        movie_info(tmp_path / "v.tif")
+    with pytest.raises(FileNotFoundError):
+        movie_info(tmp_path / "none.tif")
+    with pytest.raises(ValueError, match="chunk"):
+        next(movie_chunks(tmp_path / "v.tif", chunk=0))
+
+
+def test_smlm_cli_errors(movie, tmp_path, one_line_error):
+    folder, out = movie
+    assert main(["localize", str(out), "-o", str(tmp_path / "l.txt")]) == 2
+    one_line_error("--output")
+    assert main(["localize", str(tmp_path / "none.tif"), "-o", str(tmp_path / "l.csv")]) == 2
+    one_line_error("MOVIE")
+    assert main(["localize", str(out), "-o", str(tmp_path / "l.csv"), "--roi", "6"]) == 2
+    one_line_error("--roi")
+    assert main(["localize", str(out), "-o", str(tmp_path / "l.csv"), "--camera", "emccd", "--em-gain", "0.5"]) == 2
+    one_line_error("--em-gain")
+    from jaxsr.io import write_image
+
+    write_image(tmp_path / "nopix.tif", np.zeros((3, 16, 16), np.float32), axes="TYX")
+    assert main(["localize", str(tmp_path / "nopix.tif"), "-o", str(tmp_path / "l.csv")]) == 2
+    one_line_error("--pixel-size")
+    (tmp_path / "bad.csv").write_text('"frame","x [nm]"\n1,2\n')
+    assert main(["render", str(tmp_path / "bad.csv"), "-o", str(tmp_path / "i.tif"), "--pixel-size", "10"]) == 2
+    one_line_error("y [nm]")
+    assert main(["simulate-smlm", str(tmp_path / "m.tif"), "--p-on", "2"]) == 2
+    one_line_error("--p-on")
+    assert not (tmp_path / "l.csv").exists() and not (tmp_path / "i.tif").exists()
+
+
+def test_localize_empty_movie_writes_an_empty_table(tmp_path, capsys):
+    from jaxsr.io import write_image
+
+    write_image(tmp_path / "flat.tif", np.full((4, 24, 24), 10.0, np.float32), pixel_size_nm=100.0, axes="TYX")
+    assert main(["localize", str(tmp_path / "flat.tif"), "-o", str(tmp_path / "e.csv")]) == 0
+    assert "no molecules detected" in capsys.readouterr().out
+    assert read_localizations(tmp_path / "e.csv").n == 0

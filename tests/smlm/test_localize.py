@@ -1,0 +1,175 @@
+"""jaxsr.smlm: the movie simulator, detection, ROI extraction and the localize pipeline."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from jaxsr.forward import CameraModel, camera_preset
+from jaxsr.smlm import (
+    blink,
+    camera_counts,
+    detect_spots,
+    extract_rois,
+    gaussian_spot,
+    localize,
+    render_emitters,
+    simulate_smlm,
+)
+
+
+def _grid_positions(n_side=5, spacing_nm=1100.0, start_nm=700.0, jitter_key=None):
+    """Well separated emitters on a grid (isolated spots), with sub-pixel jitter."""
+    g = start_nm + spacing_nm * np.arange(n_side)
+    pos = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    if jitter_key is not None:
+        pos = pos + np.asarray(jax.random.uniform(jitter_key, pos.shape, minval=-50.0, maxval=50.0))
+    return jnp.asarray(pos, jnp.float32)
+
+
+# ----------------------------------------------------------------------------- simulator
+def test_blink_matches_the_markov_chain_statistics():
+    p_on, p_off = 0.1, 0.4
+    s = np.asarray(blink(jax.random.key(0), 2000, 400, p_on=p_on, p_off=p_off))
+    assert s.mean() == pytest.approx(p_on / (p_on + p_off), abs=0.01)  # stationary duty cycle
+    was_on, was_off = s[:-1], ~s[:-1]
+    assert (~s[1:][was_on]).mean() == pytest.approx(p_off, abs=0.01)   # on -> off rate
+    assert s[1:][was_off].mean() == pytest.approx(p_on, abs=0.01)       # off -> on rate
+
+
+def test_render_emitters_matches_the_spot_model_and_conserves_photons():
+    pos = jnp.array([[1234.0, 2345.0], [3000.0, 1000.0]])
+    ph = jnp.array([[1000.0, 0.0], [500.0, 700.0]])
+    img = np.asarray(render_emitters(pos, ph, shape=(48, 40), pixel_size_nm=100.0, sigma_nm=130.0))
+    assert img.shape == (2, 48, 40)
+    np.testing.assert_allclose(img.sum(axis=(1, 2)), [1000.0, 1200.0], rtol=1e-4)
+    # Emitter 0 in frame 0 equals the fitter's spot model at (y, x) = nm / pixel - 1/2.
+    ref = np.asarray(gaussian_spot(jnp.array([11.84, 22.95, 1000.0, 0.0]), shape=(48, 40), sigma_px=1.3))
+    np.testing.assert_allclose(img[0], ref, atol=1e-3)
+    # Centroid (scipy) at the emitter position.
+    cy, cx = ndimage.center_of_mass(img[0])
+    assert (cy + 0.5) * 100 == pytest.approx(1234.0, abs=0.5) and (cx + 0.5) * 100 == pytest.approx(2345.0, abs=0.5)
+
+
+def test_astigmatic_widths_follow_z():
+    pos = jnp.array([[2000.0, 2000.0, -300.0], [2000.0, 2000.0, 300.0]])
+    frames = np.asarray(render_emitters(pos, jnp.eye(2) * 1000.0, shape=(40, 40), pixel_size_nm=100.0,
+                                        psf="astigmatic3d"))
+
+    def widths(f):
+        yy, xx = np.mgrid[:40, :40]
+        cy, cx = ndimage.center_of_mass(f)
+        return np.sqrt((f * (yy - cy) ** 2).sum() / f.sum()), np.sqrt((f * (xx - cx) ** 2).sum() / f.sum())
+
+    (sy_lo, sx_lo), (sy_hi, sx_hi) = widths(frames[0]), widths(frames[1])
+    assert sy_lo < sx_lo and sy_hi > sx_hi  # the y focus is below, the x focus above
+
+
+def test_simulate_smlm_truth_table_and_camera():
+    pos = _grid_positions(3)
+    mov = simulate_smlm(jax.random.key(1), pos, n_frames=30, shape=(40, 40), photons=1000.0, background=10.0,
+                        p_on=0.3, p_off=0.5, camera=camera_preset("scmos"))
+    assert mov.frames.shape == (30, 40, 40) and mov.frames.dtype == jnp.float32
+    t = mov.truth
+    assert set(t) == {"frame", "id", "x_nm", "y_nm", "z_nm", "photons", "background"}
+    assert len(t["frame"]) > 0 and np.all(t["photons"] > 0) and np.all(t["background"] == 10.0)
+    # Expected image = background + the on emitters' photons.
+    total = np.asarray(mov.expected).sum(axis=(1, 2)) - 10.0 * 1600
+    per_frame = np.bincount(t["frame"], weights=t["photons"], minlength=30)
+    np.testing.assert_allclose(total, per_frame, rtol=2e-3, atol=1.0)
+    # Same key, same movie.
+    again = simulate_smlm(jax.random.key(1), pos, n_frames=30, shape=(40, 40), photons=1000.0, background=10.0,
+                          p_on=0.3, p_off=0.5, camera=camera_preset("scmos"))
+    np.testing.assert_array_equal(np.asarray(again.frames), np.asarray(mov.frames))
+
+
+def test_simulate_smlm_bad_input():
+    pos = _grid_positions(2)
+    with pytest.raises(ValueError, match="positions_nm"):
+        simulate_smlm(jax.random.key(0), jnp.ones((3, 4)), n_frames=2, shape=(16, 16))
+    with pytest.raises(ValueError, match="background"):
+        simulate_smlm(jax.random.key(0), pos, n_frames=2, shape=(16, 16), background=jnp.ones((3, 3)))
+    with pytest.raises(ValueError, match="p_on"):
+        simulate_smlm(jax.random.key(0), pos, n_frames=2, shape=(16, 16), p_on=0.0)
+    with pytest.raises(ValueError, match="psf"):
+        simulate_smlm(jax.random.key(0), pos, n_frames=2, shape=(16, 16), psf="airy")
+    with pytest.raises(ValueError, match="photons"):
+        simulate_smlm(jax.random.key(0), pos, n_frames=2, shape=(16, 16), photons=-1.0)
+    with pytest.raises(ValueError, match="em_gain"):
+        CameraModel(em_gain=0.5)
+    with pytest.raises(ValueError, match="gain_e_per_adu"):
+        CameraModel(gain_e_per_adu=-1.0)
+
+
+# ----------------------------------------------------------------------------- detection
+def test_detect_spots_finds_isolated_spots_and_ignores_noise():
+    pos = _grid_positions(4, jitter_key=jax.random.key(3))
+    img = render_emitters(pos, jnp.full(16, 800.0), shape=(48, 48), pixel_size_nm=100.0) + 10.0
+    frames = jax.random.poisson(jax.random.key(4), jnp.stack([img, jnp.full_like(img, 10.0)])).astype(jnp.float32)
+    c = detect_spots(frames, sigma_px=1.3)
+    assert np.sum(c.frame == 0) == 16 and np.sum(c.frame == 1) == 0
+    found = np.stack([c.y[c.frame == 0], c.x[c.frame == 0]], 1)
+    truth = np.asarray(pos) / 100.0 - 0.5
+    d = np.min(np.linalg.norm(found[:, None] - truth[None], axis=2), axis=0)
+    assert np.all(d <= 1.0)
+    # A noise-free flat frame has no candidates (the noise estimate is 0 there).
+    assert detect_spots(jnp.full((16, 16), 10.0), sigma_px=1.3).frame.size == 0
+    # Scores rise with brightness: the threshold sweeps a precision-recall curve.
+    assert np.all(c.score[c.frame == 0] > c.threshold[0])
+
+
+def test_extract_rois_matches_numpy_slicing_and_shifts_at_edges(rng):
+    frames = jnp.asarray(rng.normal(size=(3, 20, 24)), jnp.float32)
+    rois, origin = extract_rois(frames, [0, 2, 1], [10, 0, 19], [5, 23, 12], size=7)
+    np.testing.assert_array_equal(origin, [[7, 2], [0, 17], [13, 9]])
+    for k, (f, (y0, x0)) in enumerate(zip([0, 2, 1], origin)):
+        np.testing.assert_array_equal(np.asarray(rois[k]), np.asarray(frames[f, y0:y0 + 7, x0:x0 + 7]))
+    with pytest.raises(ValueError, match="size"):
+        extract_rois(frames, [0], [1], [1], size=6)
+    with pytest.raises(ValueError, match="frame"):
+        extract_rois(frames, [5], [1], [1], size=7)
+
+
+# ----------------------------------------------------------------------------- pipeline
+@pytest.mark.parametrize("preset", [None, "emccd", "scmos"])
+def test_localize_recovers_isolated_emitters_at_the_crlb(preset):
+    """Isolated blinking emitters through every camera: positions within ~CRLB, photons unbiased."""
+    camera = None if preset is None else camera_preset(preset)
+    pos = _grid_positions(5, jitter_key=jax.random.key(7))
+    mov = simulate_smlm(jax.random.key(8), pos, n_frames=60, shape=(60, 60), photons=1500.0, photon_cv=0.0,
+                        background=15.0, p_on=0.3, p_off=0.5, camera=camera)
+    locs = localize(mov.frames, pixel_size_nm=100.0, sigma_nm=130.0, camera=camera)
+    t = mov.truth
+    key_t = {(f, i): k for k, (f, i) in enumerate(zip(t["frame"], np.rint(t["x_nm"] / 1100.0).astype(int)
+                                                        * 10 + np.rint(t["y_nm"] / 1100.0).astype(int)))}
+    errs, ph, crlb = [], [], []
+    for k in range(locs.n):
+        idx = key_t.get((locs.frame[k], int(np.rint(locs.x_nm[k] / 1100.0)) * 10 + int(np.rint(locs.y_nm[k] / 1100.0))))
+        assert idx is not None  # no false positives
+        errs.append([locs.x_nm[k] - t["x_nm"][idx], locs.y_nm[k] - t["y_nm"][idx]])
+        ph.append(locs.photons[k])
+        crlb.append([locs.crlb_x_nm[k], locs.crlb_y_nm[k]])
+    errs, crlb = np.asarray(errs), np.asarray(crlb)
+    assert locs.n >= 0.97 * len(t["frame"])  # recall on isolated bright spots
+    ratio = np.sqrt(np.mean(errs**2, axis=0)) / np.sqrt(np.mean(crlb**2, axis=0))
+    assert np.all((ratio > 0.8) & (ratio < 1.25)), ratio
+    assert np.mean(ph) == pytest.approx(1500.0, rel=0.03)
+
+
+def test_localize_empty_and_bad_input():
+    with pytest.warns(UserWarning, match="no spots"):
+        locs = localize(jnp.full((3, 32, 32), 10.0), pixel_size_nm=100.0, sigma_nm=130.0)
+    assert locs.n == 0
+    with pytest.raises(ValueError, match="frames"):
+        localize(jnp.ones((2, 3, 32, 32)), pixel_size_nm=100.0, sigma_nm=130.0)
+    with pytest.raises(ValueError, match="pixel_size_nm"):
+        localize(jnp.ones((2, 32, 32)), pixel_size_nm=0.0, sigma_nm=130.0)
+    with pytest.raises(ValueError, match="sigma_nm"):
+        localize(jnp.ones((2, 32, 32)), pixel_size_nm=100.0, sigma_nm=-1.0)
+    with pytest.raises(ValueError, match="frames"):
+        localize(jnp.ones((2, 32, 32)).at[0, 1, 1].set(jnp.nan), pixel_size_nm=100.0, sigma_nm=130.0)
+    with pytest.raises(TypeError, match="camera"):
+        camera_counts(jnp.ones((2, 8, 8)), camera="emccd")
