@@ -121,7 +121,11 @@ def detect_spots(
     ny, nx = frames.shape[-2:]
     for start in range(0, frames.shape[0], batch):
         chunk = frames[start:start + batch]
-        dog, is_max, noise = (np.asarray(a) for a in _bandpass_maxima(chunk, sigma, radius))
+        m = chunk.shape[0]
+        if frames.shape[0] > batch and m < batch:  # one compiled shape (and the same rounding) for every batch
+            chunk = jnp.concatenate([chunk, jnp.zeros((batch - m,) + chunk.shape[1:], chunk.dtype)])
+        dog, is_max, noise = (np.asarray(a)[:m] for a in _bandpass_maxima(chunk, sigma, radius))
+        chunk = chunk[:m]
         t_abs = np.full(chunk.shape[0], thr) if absolute else thr * noise
         # A noise-free (e.g. constant) frame has zero noise estimate: keep a floor far above float rounding.
         floor = 1e-5 * np.max(np.abs(np.asarray(chunk)), axis=(-2, -1)) + 1e-12

@@ -1,0 +1,126 @@
+"""SMLM evaluation: CRLB efficiency of the MLE fitter, and the localize pipeline by the SMLM Challenge protocol.
+
+    python benchmarks/eval_smlm.py            # writes benchmarks/results/eval_smlm.json
+    python benchmarks/eval_smlm.py --quick    # smaller, for a smoke test
+
+1. CRLB test (issue 5): >= 2000 isolated spots (N = 1000 photons, b = 10 photons/pixel,
+   sigma = 1.3 px, 100 nm pixels, 11 x 11 ROIs, positions uniform within +-0.5 px of the ROI
+   centre, Poisson noise), fitted with the PSF width fixed and free. Target: RMSE / sqrt(CRLB) in
+   [0.9, 1.15] and |bias| < 0.1 sqrt(CRLB) for x and y. The CRLB is evaluated at the true
+   parameters (the exact sqrt(CRLB_x) is about 5.63 nm here).
+2. The localize pipeline on simulated EMCCD movies (uniform emitters, 64 x 64 px of 100 nm,
+   2000 photons, 20 background) at low and high density: Jaccard index, recall, precision,
+   lateral RMSE and efficiency (Hungarian matching within 250 nm), and the precision-recall
+   curve over the detection score. The localization network of issue 5 will be compared here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jaxsr.forward import camera_preset  # noqa: E402
+from jaxsr.io.atomic import write_json  # noqa: E402
+from jaxsr.smlm import (  # noqa: E402
+    emitter_positions,
+    fit_spots,
+    gaussian_spot,
+    localize,
+    match_localizations,
+    precision_recall_curve,
+    simulate_smlm,
+    spot_crlb,
+)
+
+PIXEL_NM = 100.0
+
+
+def crlb_test(n, seed):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    pos = 5.0 + jax.random.uniform(k1, (n, 2), minval=-0.5, maxval=0.5)
+    truth = jnp.concatenate([pos, jnp.full((n, 1), 1000.0), jnp.full((n, 1), 10.0)], axis=1)
+    data = jax.random.poisson(k2, gaussian_spot(truth, shape=(11, 11), sigma_px=1.3)).astype(jnp.float32)
+    rows = {}
+    for label, sigma in (("fixed_sigma", 1.3), ("free_sigma", None)):
+        fit_spots(data, sigma_px=sigma).params.block_until_ready()  # compile (same shape), then time
+        t0 = time.perf_counter()
+        fit = fit_spots(data, sigma_px=sigma)
+        fit.params.block_until_ready()
+        seconds = time.perf_counter() - t0
+        th = truth if sigma is not None else jnp.concatenate([truth, jnp.full((n, 1), 1.3)], axis=1)
+        crlb = np.asarray(spot_crlb(th, shape=(11, 11), sigma_px=sigma))
+        err = np.asarray(fit.params[:, :4]) - np.asarray(truth)
+        per = {}
+        for i, name in enumerate(("y", "x", "photons", "background")):
+            rms_crlb = float(np.sqrt(np.mean(crlb[:, i] ** 2)))
+            per[name] = {"rmse": float(np.sqrt(np.mean(err[:, i] ** 2))), "sqrt_crlb": rms_crlb,
+                         "ratio": float(np.sqrt(np.mean(err[:, i] ** 2)) / rms_crlb),
+                         "bias_over_sqrt_crlb": float(np.mean(err[:, i]) / rms_crlb)}
+        rows[label] = {"params": per, "converged_fraction": float(np.mean(fit.converged)),
+                       "fits_per_second": n / seconds,
+                       "sqrt_crlb_x_nm": per["x"]["sqrt_crlb"] * PIXEL_NM,
+                       "pass": all(0.9 <= per[c]["ratio"] <= 1.15 and abs(per[c]["bias_over_sqrt_crlb"]) < 0.1
+                                   for c in ("x", "y"))}
+    return rows
+
+
+def pipeline(n_emitters, n_frames, seed, p_on):
+    cam = camera_preset("emccd")
+    size = 64
+    field = size * PIXEL_NM
+    pos = emitter_positions(jax.random.key(seed), n_emitters, structure="uniform", field_nm=(field, field))
+    mov = simulate_smlm(jax.random.key(seed + 1), pos, n_frames=n_frames, shape=(size, size), pixel_size_nm=PIXEL_NM,
+                        sigma_nm=130.0, photons=2000.0, background=20.0, p_on=p_on, p_off=0.5, camera=cam)
+    t0 = time.perf_counter()
+    locs = localize(mov.frames, pixel_size_nm=PIXEL_NM, sigma_nm=130.0, camera=cam)
+    seconds = time.perf_counter() - t0
+    area_um2 = ((field - 600.0) / 1000.0) ** 2
+    density = len(mov.truth["frame"]) / n_frames / area_um2
+    out = {"emitters": n_emitters, "frames": n_frames, "density_per_um2": density,
+           "localize_seconds_incl_compile": seconds}
+    for assignment in ("hungarian", "greedy"):
+        r = match_localizations(locs, mov.truth, assignment=assignment)
+        out[assignment] = {k: getattr(r, k) for k in ("tp", "fp", "fn", "jaccard", "recall", "precision",
+                                                       "rmse_lateral_nm", "efficiency_lateral")}
+    out["median_crlb_x_nm"] = float(np.median(locs.crlb_x_nm)) if locs.n else float("nan")
+    pr = precision_recall_curve(locs, mov.truth, n_thresholds=12)
+    out["precision_recall"] = {k: np.asarray(v).tolist() for k, v in pr.items()}
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results/eval_smlm.json"))
+    args = p.parse_args(argv)
+    n_spots = 500 if args.quick else 4000
+    frames = 20 if args.quick else 200
+    report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "crlb": crlb_test(n_spots, args.seed),
+              "pipeline": {"low_density": pipeline(60, frames, args.seed, 0.02),
+                           "high_density": pipeline(300, frames, args.seed, 0.05)}}
+    for label, r in report["crlb"].items():
+        x = r["params"]["x"]
+        print(f"CRLB test ({label}, {n_spots} spots): sqrt(CRLB_x) {r['sqrt_crlb_x_nm']:.2f} nm, RMSE/sqrt(CRLB) "
+              f"x {x['ratio']:.3f} y {r['params']['y']['ratio']:.3f}, bias/sqrt(CRLB) x "
+              f"{x['bias_over_sqrt_crlb']:+.3f}, {r['fits_per_second']:.0f} fits/s -> "
+              f"{'PASS' if r['pass'] else 'FAIL'}")
+    for label, r in report["pipeline"].items():
+        h = r["hungarian"]
+        print(f"localize, {label} ({r['density_per_um2']:.2f} emitters/um^2): JI {h['jaccard']:.1f} %, recall "
+              f"{h['recall']:.3f}, precision {h['precision']:.3f}, RMSE {h['rmse_lateral_nm']:.1f} nm, efficiency "
+              f"{h['efficiency_lateral']:.1f} (greedy JI {r['greedy']['jaccard']:.1f} %)")
+    write_json(args.out, report, overwrite=True, nonfinite="null")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
