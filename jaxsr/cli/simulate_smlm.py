@@ -30,7 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=positive_int, default=200, help="number of frames (default 200)")
     p.add_argument("--size", type=positive_int, default=64, help="frame side in pixels (default 64)")
     p.add_argument("--pixel-size", type=positive_float, default=100.0, help="camera pixel, nm (default 100)")
-    p.add_argument("--psf", choices=["gaussian2d", "astigmatic3d"], default="gaussian2d", help="PSF model")
+    p.add_argument("--psf", choices=["gaussian2d", "astigmatic3d"], default="gaussian2d",
+                   help="PSF model; astigmatic3d uses sigma0 130 nm, foci at +-200 nm, depth 400 nm "
+                        "(localize with --astigmatism 130 130 200 400)")
     p.add_argument("--sigma", type=positive_float, default=130.0, help="PSF standard deviation, nm (default 130)")
     p.add_argument("--z-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="uniform emitter z range in nm (3D, with --psf astigmatic3d)")
@@ -81,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     nan = np.full(n, np.nan, np.float32)
     table = Localizations(frame=t["frame"], x_nm=t["x_nm"], y_nm=t["y_nm"], photons=t["photons"],
                           background=t["background"], sigma_nm=np.full(n, args.sigma, np.float32),
-                          crlb_x_nm=nan, crlb_y_nm=nan, crlb_photons=nan, score=nan, deviance=nan)
+                          crlb_x_nm=nan, crlb_y_nm=nan, crlb_photons=nan, score=nan, deviance=nan,
+                          z_nm=t["z_nm"] if args.psf == "astigmatic3d" or args.z_range else nan, crlb_z_nm=nan)
     write_thunderstorm_csv(truth_path, table, overwrite=args.overwrite)
     print(f"wrote {args.output}: {args.frames} frames of {args.size} x {args.size} px ({args.pixel_size:g} nm), "
           f"{args.emitters} emitters on {args.structure}, {n} on-events; truth {truth_path}")

@@ -75,6 +75,8 @@ def _columns(table: Any, name: str):
         raise ValueError(f"argument '{name}': needs columns frame, x_nm, y_nm ({err} missing)") from None
     try:
         z = np.asarray(get("z_nm"), np.float64).reshape(-1)
+        if len(z) and np.isnan(z).all():  # a 2D table with an empty z column
+            z = None
     except (KeyError, AttributeError):
         z = None
     if not (len(frame) == len(x) == len(y) and (z is None or len(z) == len(x))):

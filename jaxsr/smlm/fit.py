@@ -42,8 +42,9 @@ from jaxsr._validate import as_float_array, check_finite, check_int, check_ndim,
 
 __all__ = ["SpotFit", "SPOT_PARAMETERS", "gaussian_spot", "spot_fisher", "spot_crlb", "fit_spots"]
 
-SPOT_PARAMETERS = ("y", "x", "photons", "background", "sigma")
-"""Parameter order of :func:`fit_spots` (``sigma`` only when it is fitted)."""
+SPOT_PARAMETERS = ("y", "x", "photons", "background", "sigma | z_nm")
+"""Parameter order of :func:`fit_spots`: the 5th is ``sigma`` (px) when it is fitted, or ``z`` (nm)
+for the astigmatic 3D model; 2D fits with a fixed sigma have 4."""
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT2PI = math.sqrt(2.0 * math.pi)
@@ -53,9 +54,9 @@ class SpotFit(NamedTuple):
     """Result of :func:`fit_spots` for ``n`` ROIs.
 
     Attributes:
-        params: ``(n, p)`` fitted ``(y, x, photons, background[, sigma])``: position in ROI
-            pixels (pixel ``k`` centred at ``k``), photons per spot, photons per pixel,
-            PSF standard deviation in pixels (``p = 5`` only when sigma was fitted).
+        params: ``(n, p)`` fitted ``(y, x, photons, background[, sigma | z])``: position in ROI
+            pixels (pixel ``k`` centred at ``k``), photons per spot, photons per pixel, and the
+            PSF standard deviation in pixels (sigma fitted) or z in nm (astigmatic model).
         crlb: ``(n, p)`` Cramér-Rao lower bounds (standard deviations) of the same parameters
             at the fitted values, same units.
         log_likelihood: ``(n,)`` Poisson log-likelihood of the fit (without the data-only term).
@@ -86,17 +87,57 @@ def _axis_profile(n: int, centre, sigma, dtype):
     return e, de_dc, de_ds
 
 
-def _model_and_jacobian(theta, shape, sigma_fixed):
-    """Expected counts ``(ny * nx,)`` and Jacobian ``(p, ny * nx)`` of one spot."""
+class _Astig(NamedTuple):
+    """Astigmatic calibration in ROI units (static, hashable): widths in pixels, z in nm."""
+
+    s0x: float
+    s0y: float
+    gamma: float
+    depth: float
+    a_x: float
+    b_x: float
+    a_y: float
+    b_y: float
+
+    @property
+    def z_limit(self) -> float:
+        return abs(self.gamma) + 1.5 * self.depth
+
+
+def _astig_widths(z, spec: _Astig):
+    """``sigma_x(z), d sigma_x / dz, sigma_y(z), d sigma_y / dz`` (pixels, pixels/nm); Huang et al. 2008."""
+
+    def one(s0, t, a, b):
+        inner = jnp.maximum(1.0 + t * t + a * t**3 + b * t**4, 1e-6)
+        w = s0 * jnp.sqrt(inner)
+        dw = s0 * (2 * t + 3 * a * t * t + 4 * b * t**3) / (2.0 * jnp.sqrt(inner) * spec.depth)
+        return w, dw
+
+    sx, dsx = one(spec.s0x, (z - spec.gamma) / spec.depth, spec.a_x, spec.b_x)
+    sy, dsy = one(spec.s0y, (z + spec.gamma) / spec.depth, spec.a_y, spec.b_y)
+    return sx, dsx, sy, dsy
+
+
+def _model_and_jacobian(theta, shape, spec):
+    """Expected counts ``(ny * nx,)`` and Jacobian ``(p, ny * nx)`` of one spot.
+
+    ``spec``: a float (fixed sigma in pixels), None (sigma is ``theta[4]``) or an
+    :class:`_Astig` (``theta[4]`` is z in nm).
+    """
     ny, nx = shape
     y, x, n_ph, b = theta[0], theta[1], theta[2], theta[3]
-    sigma = sigma_fixed if sigma_fixed is not None else theta[4]
-    ey, dey, dsy = _axis_profile(ny, y, sigma, theta.dtype)
-    ex, dex, dsx = _axis_profile(nx, x, sigma, theta.dtype)
+    if isinstance(spec, _Astig):
+        sx, dsx_dz, sy, dsy_dz = _astig_widths(theta[4], spec)
+    else:
+        sx = sy = spec if spec is not None else theta[4]
+    ey, dey, dsy = _axis_profile(ny, y, sy, theta.dtype)
+    ex, dex, dsx = _axis_profile(nx, x, sx, theta.dtype)
     shape_ = jnp.outer(ey, ex)
     mu = b + n_ph * shape_
     rows = [n_ph * jnp.outer(dey, ex), n_ph * jnp.outer(ey, dex), shape_, jnp.ones_like(shape_)]
-    if sigma_fixed is None:
+    if isinstance(spec, _Astig):
+        rows.append(n_ph * (jnp.outer(dsy * dsy_dz, ex) + jnp.outer(ey, dsx * dsx_dz)))
+    elif spec is None:
         rows.append(n_ph * (jnp.outer(dsy, ex) + jnp.outer(ey, dsx)))
     return mu.reshape(-1), jnp.stack([r.reshape(-1) for r in rows])
 
@@ -104,21 +145,59 @@ def _model_and_jacobian(theta, shape, sigma_fixed):
 def _check_sigma(sigma_px):
     if sigma_px is None:
         return None
-    s = float(sigma_px) if is_concrete(sigma_px) else sigma_px
-    if is_concrete(sigma_px) and not (np.isfinite(s) and s > 0):
+    if not is_concrete(sigma_px):
+        raise TypeError("argument 'sigma_px': must be a concrete number (it selects the compiled model)")
+    s = float(sigma_px)
+    if not (np.isfinite(s) and s > 0):
         raise ValueError(f"argument 'sigma_px': expected a positive PSF standard deviation in pixels, got {sigma_px}")
     return s
 
 
-def gaussian_spot(params: Any, *, shape: tuple[int, int], sigma_px: Any = None) -> jax.Array:
+def _spec(sigma_px, astigmatism, pixel_size_nm):
+    """The static PSF spec and the number of parameters, with one-line errors."""
+    if astigmatism is not None:
+        if sigma_px is not None:
+            raise ValueError("argument 'sigma_px': give either sigma_px or astigmatism, not both")
+        if pixel_size_nm is None or not (np.isfinite(float(pixel_size_nm)) and float(pixel_size_nm) > 0):
+            raise ValueError(f"argument 'pixel_size_nm': the astigmatic model needs the pixel size in nm, "
+                             f"got {pixel_size_nm}")
+        if not isinstance(astigmatism, dict):
+            raise TypeError(f"argument 'astigmatism': expected a dict of astigmatic_sigma parameters, "
+                            f"got {type(astigmatism).__name__}")
+        need = ("sigma0_x_nm", "sigma0_y_nm", "gamma_nm", "depth_nm")
+        missing = [k for k in need if k not in astigmatism]
+        if missing:
+            raise ValueError(f"argument 'astigmatism': missing {', '.join(missing)}")
+        unknown = set(astigmatism) - set(need) - {"a_x", "b_x", "a_y", "b_y"}
+        if unknown:
+            raise ValueError(f"argument 'astigmatism': unknown key(s) {', '.join(sorted(unknown))}")
+        p = float(pixel_size_nm)
+        vals = {k: float(v) for k, v in astigmatism.items()}
+        for k in ("sigma0_x_nm", "sigma0_y_nm", "depth_nm"):
+            if not (np.isfinite(vals[k]) and vals[k] > 0):
+                raise ValueError(f"argument 'astigmatism': {k} must be positive, got {vals[k]}")
+        spec = _Astig(vals["sigma0_x_nm"] / p, vals["sigma0_y_nm"] / p, vals["gamma_nm"], vals["depth_nm"],
+                      vals.get("a_x", 0.0), vals.get("b_x", 0.0), vals.get("a_y", 0.0), vals.get("b_y", 0.0))
+        return spec, 5
+    sigma = _check_sigma(sigma_px)
+    return sigma, (4 if sigma is not None else 5)
+
+
+def gaussian_spot(params: Any, *, shape: tuple[int, int], sigma_px: Any = None, astigmatism: dict | None = None,
+                  pixel_size_nm: Any = None) -> jax.Array:
     """Expected photons of a pixel-integrated 2D Gaussian spot on a background.
 
     Args:
         params: ``(..., 4)`` ``(y, x, photons, background)`` with ``sigma_px`` given, or
-            ``(..., 5)`` ``(y, x, photons, background, sigma)``; positions in pixels of
-            the ROI (pixel ``k`` centred at ``k``), background in photons per pixel.
+            ``(..., 5)`` ``(y, x, photons, background, sigma)`` (``sigma_px=None``), or
+            ``(..., 5)`` ``(y, x, photons, background, z_nm)`` with ``astigmatism``; positions
+            in pixels of the ROI (pixel ``k`` centred at ``k``), background in photons per pixel.
         shape: static ``(ny, nx)`` ROI shape.
         sigma_px: PSF standard deviation in pixels, or ``None`` when it is the 5th parameter.
+        astigmatism: astigmatic 3D model instead: the keyword arguments of
+            :func:`jaxsr.optics.astigmatic_sigma` (``sigma0_x_nm``, ``sigma0_y_nm``, ``gamma_nm``,
+            ``depth_nm``, optional ``a_x``...), widths ``sigma_x(z)``, ``sigma_y(z)``.
+        pixel_size_nm: camera pixel size (nm), needed with ``astigmatism``.
 
     Returns:
         ``(..., ny, nx)`` expected photons per pixel, dtype of ``params``.
@@ -129,14 +208,12 @@ def gaussian_spot(params: Any, *, shape: tuple[int, int], sigma_px: Any = None) 
     1000.0
     """
     params = as_float_array(params, "params")
-    sigma = _check_sigma(sigma_px)
-    need = 4 if sigma is not None else 5
+    spec, need = _spec(sigma_px, astigmatism, pixel_size_nm)
     if params.ndim < 1 or params.shape[-1] != need:
-        raise ValueError(f"argument 'params': expected (..., {need}) "
-                         f"{SPOT_PARAMETERS[:need]}, got shape {tuple(params.shape)}")
+        raise ValueError(f"argument 'params': expected (..., {need}) parameters, got shape {tuple(params.shape)}")
     shape = tuple(int(s) for s in shape)
     flat = params.reshape(-1, need)
-    mu = jax.vmap(lambda t: _model_and_jacobian(t, shape, sigma)[0])(flat)
+    mu = jax.vmap(lambda t: _model_and_jacobian(t, shape, spec)[0])(flat)
     return mu.reshape(params.shape[:-1] + shape)
 
 
@@ -146,7 +223,8 @@ def _fisher(theta, variance, shape, sigma):
     return (jac * w) @ jac.T
 
 
-def spot_fisher(params: Any, *, shape: tuple[int, int], sigma_px: Any = None, variance: Any = 0.0) -> jax.Array:
+def spot_fisher(params: Any, *, shape: tuple[int, int], sigma_px: Any = None, variance: Any = 0.0,
+                astigmatism: dict | None = None, pixel_size_nm: Any = None) -> jax.Array:
     """Fisher information matrix of the spot model under Poisson (+ sCMOS read-noise) statistics.
 
     ``I = J^T diag(1 / (mu + v)) J`` with ``J`` the Jacobian of :func:`gaussian_spot`
@@ -157,13 +235,13 @@ def spot_fisher(params: Any, *, shape: tuple[int, int], sigma_px: Any = None, va
         shape: static ``(ny, nx)`` ROI shape.
         sigma_px: PSF standard deviation in pixels, or ``None`` when it is a parameter.
         variance: read-noise variance in photons^2, broadcastable to ``(..., ny, nx)``.
+        astigmatism, pixel_size_nm: the astigmatic 3D model (see :func:`gaussian_spot`).
 
     Returns:
         ``(..., p, p)`` information matrices (units: inverse squared parameter units).
     """
     params = as_float_array(params, "params")
-    sigma = _check_sigma(sigma_px)
-    p = 4 if sigma is not None else 5
+    sigma, p = _spec(sigma_px, astigmatism, pixel_size_nm)
     if params.ndim < 1 or params.shape[-1] != p:
         raise ValueError(f"argument 'params': expected (..., {p}), got shape {tuple(params.shape)}")
     shape = tuple(int(s) for s in shape)
@@ -175,7 +253,8 @@ def spot_fisher(params: Any, *, shape: tuple[int, int], sigma_px: Any = None, va
     return info.reshape(params.shape[:-1] + (p, p))
 
 
-def spot_crlb(params: Any, *, shape: tuple[int, int], sigma_px: Any = None, variance: Any = 0.0) -> jax.Array:
+def spot_crlb(params: Any, *, shape: tuple[int, int], sigma_px: Any = None, variance: Any = 0.0,
+              astigmatism: dict | None = None, pixel_size_nm: Any = None) -> jax.Array:
     """Cramér-Rao lower bounds ``sqrt(diag(I^-1))`` of the spot parameters (same units as ``params``).
 
     Args: as :func:`spot_fisher`.
@@ -188,7 +267,8 @@ def spot_crlb(params: Any, *, shape: tuple[int, int], sigma_px: Any = None, vari
     >>> round(float(c[1]) * 100.0, 2)  # x in nm at 100 nm pixels
     5.63
     """
-    info = spot_fisher(params, shape=shape, sigma_px=sigma_px, variance=variance)
+    info = spot_fisher(params, shape=shape, sigma_px=sigma_px, variance=variance, astigmatism=astigmatism,
+                       pixel_size_nm=pixel_size_nm)
     return jnp.sqrt(jnp.diagonal(jnp.linalg.inv(info), axis1=-2, axis2=-1))
 
 
@@ -206,7 +286,15 @@ def _initial(roi, variance, sigma_fixed):
     cx = jnp.where(total > 0, jnp.sum(excess * xx) / safe, (nx - 1) / 2.0)
     n_ph = jnp.maximum(total, 1.0)
     theta = [jnp.clip(cy, 0.0, ny - 1.0), jnp.clip(cx, 0.0, nx - 1.0), n_ph, b]
-    if sigma_fixed is None:
+    if isinstance(sigma_fixed, _Astig):
+        # z from the second moments: the grid z whose widths (sigma_x(z), sigma_y(z)) are nearest.
+        vy = jnp.sum(excess * jnp.square(yy - cy)) / safe - 1.0 / 12.0
+        vx = jnp.sum(excess * jnp.square(xx - cx)) / safe - 1.0 / 12.0
+        my, mx = jnp.sqrt(jnp.maximum(vy, 0.04)), jnp.sqrt(jnp.maximum(vx, 0.04))
+        grid = jnp.linspace(-sigma_fixed.z_limit, sigma_fixed.z_limit, 61, dtype=roi.dtype)
+        gx, _, gy, _ = _astig_widths(grid, sigma_fixed)
+        theta.append(grid[jnp.argmin(jnp.square(gx - mx) + jnp.square(gy - my))])
+    elif sigma_fixed is None:
         var = jnp.sum(excess * (jnp.square(yy - cy) + jnp.square(xx - cx))) / (2.0 * safe)
         theta.append(jnp.clip(jnp.sqrt(jnp.maximum(var, 0.0)), 0.5, max(ny, nx) / 3.0))
     return jnp.stack(theta).astype(roi.dtype)
@@ -222,7 +310,10 @@ def _constrain(theta, shape, sigma_fixed):
     ny, nx = shape
     lo = [-0.5, -0.5, 1e-3, 1e-6]
     hi = [ny - 0.5, nx - 0.5, jnp.inf, jnp.inf]
-    if sigma_fixed is None:
+    if isinstance(sigma_fixed, _Astig):
+        lo.append(-sigma_fixed.z_limit)
+        hi.append(sigma_fixed.z_limit)
+    elif sigma_fixed is None:
         lo.append(0.3)
         hi.append(max(ny, nx))
     return jnp.clip(theta, jnp.asarray(lo, theta.dtype), jnp.asarray(hi, theta.dtype))
@@ -264,10 +355,9 @@ def _fit_one(roi, variance, sigma, iterations):
     return theta, crlb, ll, dev, converged
 
 
-@functools.partial(jax.jit, static_argnames=("sigma_static", "iterations"))
-def _fit_batch(rois, variance, sigma_value, sigma_static, iterations):
-    sigma = None if sigma_static == "free" else sigma_value
-    return jax.vmap(lambda r, v: _fit_one(r, v, sigma, iterations))(rois, variance)
+@functools.partial(jax.jit, static_argnames=("spec", "iterations"))
+def _fit_batch(rois, variance, spec, iterations):
+    return jax.vmap(lambda r, v: _fit_one(r, v, spec, iterations))(rois, variance)
 
 
 def fit_spots(
@@ -276,6 +366,8 @@ def fit_spots(
     sigma_px: Any = None,
     variance: Any = 0.0,
     iterations: int = 30,
+    astigmatism: dict | None = None,
+    pixel_size_nm: Any = None,
 ) -> SpotFit:
     """Poisson maximum-likelihood fit of a 2D Gaussian spot in every ROI (vmap-ed, jit-compiled).
 
@@ -289,6 +381,9 @@ def fit_spots(
             gain^2``), broadcastable to ``rois``; 0 (default) for Poisson-only data.
         iterations: Levenberg-Marquardt Fisher-scoring iterations (default 30; most fits
             converge in about 8).
+        astigmatism: fit the astigmatic 3D model instead (see :func:`gaussian_spot`); the 5th
+            parameter is then z in nm, started from the second moments of the spot.
+        pixel_size_nm: camera pixel size (nm), needed with ``astigmatism``.
 
     Returns:
         :class:`SpotFit` (positions in ROI pixels; add the ROI origin and multiply by the pixel
@@ -317,7 +412,7 @@ def fit_spots(
     if min(rois.shape[-2:]) < 5:
         raise ValueError(f"argument 'rois': each ROI must be at least 5 x 5 pixels, got {tuple(rois.shape[-2:])}")
     check_finite(rois, "rois")
-    sigma = _check_sigma(sigma_px)
+    spec, _ = _spec(sigma_px, astigmatism, pixel_size_nm)
     iterations = check_int(iterations, "iterations", minimum=1)
     variance = as_float_array(variance, "variance")
     check_finite(variance, "variance")
@@ -327,8 +422,7 @@ def fit_spots(
     except ValueError:
         raise ValueError(f"argument 'variance': shape {tuple(variance.shape)} does not broadcast to the ROIs "
                          f"{tuple(rois.shape)}") from None
-    sigma_value = jnp.asarray(0.0 if sigma is None else sigma, rois.dtype)
-    out = _fit_batch(rois, variance, sigma_value, "free" if sigma is None else "fixed", iterations)
+    out = _fit_batch(rois, variance, spec, iterations)
     fit = SpotFit(*out)
     if single:
         fit = SpotFit(*(a[0] for a in fit))

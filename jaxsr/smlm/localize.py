@@ -28,7 +28,7 @@ from jaxsr.smlm.fit import fit_spots
 __all__ = ["Localizations", "LOCALIZATION_COLUMNS", "camera_counts", "localize"]
 
 LOCALIZATION_COLUMNS = ("frame", "x_nm", "y_nm", "photons", "background", "sigma_nm", "crlb_x_nm",
-                        "crlb_y_nm", "crlb_photons", "score", "deviance")
+                        "crlb_y_nm", "crlb_photons", "score", "deviance", "z_nm", "crlb_z_nm")
 
 
 class Localizations(NamedTuple):
@@ -44,6 +44,8 @@ class Localizations(NamedTuple):
         crlb_photons: Cramér-Rao bound of ``photons``.
         score: detection score (band-passed peak, counts); higher = more confident.
         deviance: likelihood-ratio goodness of fit (about the ROI pixel count when good).
+        z_nm: axial position (nm; astigmatic 3D fits), NaN in 2D.
+        crlb_z_nm: Cramér-Rao bound of ``z_nm`` (nm), NaN in 2D.
     """
 
     frame: np.ndarray
@@ -57,6 +59,8 @@ class Localizations(NamedTuple):
     crlb_photons: np.ndarray
     score: np.ndarray
     deviance: np.ndarray
+    z_nm: np.ndarray
+    crlb_z_nm: np.ndarray
 
     @property
     def n(self) -> int:
@@ -101,7 +105,7 @@ def camera_counts(frames: Any, *, camera: CameraModel) -> tuple[jax.Array, jax.A
 _FIT_BLOCK = 256
 
 
-def _fit_in_blocks(rois, variance, sigma_px, iterations, block=_FIT_BLOCK):
+def _fit_in_blocks(rois, variance, sigma_px, iterations, block=_FIT_BLOCK, astigmatism=None, pixel_size_nm=None):
     """:func:`fit_spots` over fixed-size blocks of ROIs (the last one padded).
 
     One compiled shape serves every chunk of a movie (no recompilation per chunk), and a ROI's fit
@@ -118,7 +122,8 @@ def _fit_in_blocks(rois, variance, sigma_px, iterations, block=_FIT_BLOCK):
             pad = block - m
             r = jnp.concatenate([r, jnp.broadcast_to(r[:1], (pad,) + r.shape[1:])])
             v = jnp.concatenate([v, jnp.broadcast_to(v[:1], (pad,) + v.shape[1:])])
-        f = fit_spots(r, sigma_px=sigma_px, variance=v, iterations=iterations)
+        f = fit_spots(r, sigma_px=sigma_px, variance=v, iterations=iterations, astigmatism=astigmatism,
+                      pixel_size_nm=pixel_size_nm if astigmatism is not None else None)
         parts.append([np.asarray(a)[:m] for a in f])
     return type(f)(*(np.concatenate(c) for c in zip(*parts)))
 
@@ -136,6 +141,7 @@ def localize(
     max_shift_px: float = 1.5,
     max_crlb_px: float = 1.0,
     sigma_guess_nm: float | None = None,
+    astigmatism: dict | None = None,
 ) -> Localizations:
     """Localize single molecules in frames: detect, cut ROIs, fit by Poisson MLE, filter.
 
@@ -157,6 +163,9 @@ def localize(
             they belong to a neighbour or to noise).
         max_crlb_px: drop fits whose position CRLB exceeds this (pixels): noise, not molecules.
         sigma_guess_nm: detection PSF width when ``sigma_nm`` is ``None``.
+        astigmatism: fit the astigmatic 3D model (the keyword arguments of
+            :func:`jaxsr.optics.astigmatic_sigma`, nm) instead of a 2D Gaussian; ``sigma_nm`` must
+            then be None, and the table gets ``z_nm`` and ``crlb_z_nm``.
 
     Returns:
         :class:`Localizations` (empty, with a warning, when nothing is detected).
@@ -178,7 +187,11 @@ def localize(
         if v is not None and not (np.isfinite(float(v)) and float(v) > 0):
             raise ValueError(f"argument '{name}': expected a positive PSF standard deviation in nm, got {v}")
     iterations = check_int(iterations, "iterations", minimum=1)
+    if astigmatism is not None and sigma_nm is not None:
+        raise ValueError("argument 'sigma_nm': give either sigma_nm or astigmatism (3D), not both")
     sigma_px = None if sigma_nm is None else float(sigma_nm) / pixel
+    if astigmatism is not None and sigma_guess_nm is None and isinstance(astigmatism, dict):
+        sigma_guess_nm = 1.2 * float(astigmatism.get("sigma0_x_nm", 1.3 * pixel))
     guess_px = sigma_px if sigma_px is not None else (1.3 if sigma_guess_nm is None else float(sigma_guess_nm) / pixel)
     if roi_size is None:
         roi_size = max(7, 2 * int(round(2.0 * guess_px)) + 1)
@@ -199,15 +212,21 @@ def localize(
         var_rois, _ = extract_rois(variance[None], np.zeros_like(cand.frame), cand.y, cand.x, size=roi_size)
     else:
         var_rois = variance
-    fit = _fit_in_blocks(rois, var_rois, sigma_px, iterations)
+    fit = _fit_in_blocks(rois, var_rois, sigma_px, iterations, astigmatism=astigmatism, pixel_size_nm=pixel)
     params, crlb = np.asarray(fit.params), np.asarray(fit.crlb)
     y_px = origin[:, 0] + params[:, 0]
     x_px = origin[:, 1] + params[:, 1]
     shift = np.hypot(y_px - cand.y, x_px - cand.x)
     ok = (np.asarray(fit.converged) & (shift <= max_shift_px) & (params[:, 2] > 0)
           & np.all(np.isfinite(crlb), axis=1) & (np.maximum(crlb[:, 0], crlb[:, 1]) <= max_crlb_px))
-    sigma_col = np.full(len(params), sigma_px if sigma_px is not None else 0.0) if sigma_px is not None \
-        else params[:, 4]
+    three_d = astigmatism is not None
+    if sigma_px is not None:
+        sigma_col = np.full(len(params), sigma_px)
+    elif three_d:
+        sigma_col = np.full(len(params), np.nan)
+    else:
+        sigma_col = params[:, 4]
+    nan = np.full(len(params), np.nan, np.float32)
     scale = f2 / qe
     table = Localizations(
         frame=cand.frame, x_nm=((x_px + 0.5) * pixel).astype(np.float32),
@@ -216,5 +235,7 @@ def localize(
         crlb_x_nm=(crlb[:, 1] * pixel).astype(np.float32), crlb_y_nm=(crlb[:, 0] * pixel).astype(np.float32),
         crlb_photons=(crlb[:, 2] * scale).astype(np.float32), score=cand.score,
         deviance=np.asarray(fit.deviance).astype(np.float32),
+        z_nm=params[:, 4].astype(np.float32) if three_d else nan,
+        crlb_z_nm=crlb[:, 4].astype(np.float32) if three_d else nan,
     )
     return table.select(ok)
