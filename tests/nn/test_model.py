@@ -106,25 +106,45 @@ def test_denoise_bad_input(tiny_model, tmp_path):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "issue 4 target not yet met by the shipped 3Snet (600 steps on 8 simulated fields): per-image mean "
-    "errors up to 2.4 % here and -8.5 % on a denser held-out field (the background estimate is biased); "
-    "needs a longer training run"))
-def test_shipped_model_preserves_the_mean_intensity():
-    """Issue 4: on held-out simulated images the 3Snet output's mean is within 1 % of the clean mean."""
+    "issue 4 target not yet met: the shipped 3Snet (5000 steps on 48 fields of filaments and beads) keeps "
+    "the mean of these unseen structures to +2..+3.5 % (networks) and -0.8..-1.7 % (rings), not 1 %"))
+@pytest.mark.parametrize("structure", ["network", "rings"])
+def test_shipped_model_preserves_the_mean_intensity(structure):
+    """Issue 4: on held-out simulated images the 3Snet output's mean is within 1 % of the clean mean.
+
+    Held out: structures the shipped model never saw in training (tubular ER-like
+    networks and hollow rings; it was trained on filaments and beads), seeds the
+    training and ``benchmarks/eval_denoise.py`` do not use, single ON frames at
+    the 3Snet-CLID Fig. 1 noise level. The clean image is the noise-free blurred
+    signal without background, the expectation of AVG(ON) - AVG(OFF).
+
+    The 1 % criterion is only testable where the clean mean stands well above
+    the noise floor of a frame's mean: the additive noise (standard deviation
+    sqrt(5 + 5^2) = 5.5 grey levels per pixel) moves the mean of one 128 x 128
+    frame by about 0.043 grey levels, 0.15 % of the clean means here (30-40);
+    for a sparse field with a clean mean of 5 it would be 0.9 %, which no
+    estimator could hold to 1 % frame after frame.
+    """
     from jaxsr.deconv.experiment import widefield_psf
-    from jaxsr.simulate import filaments, render_polyline
+    from jaxsr.simulate import hollow_rings, render_polyline, tubular_network
     from jaxsr.simulate.rsfp import simulate_rsfp_series
 
     model = load_model(pretrained_path())
     assert model.kind == "3snet"
-    size, up = 96, 3
-    psf = widefield_psf(psf="airy", na=1.49, wavelength_nm=488.0, pixel_size_nm=65.0 / up)
+    size, up, pixel = 128, 3, 65.0
+    field = (size * pixel,) * 2
+    psf = widefield_psf(psf="airy", na=1.49, wavelength_nm=488.0, pixel_size_nm=pixel / up)
     errors = []
-    for seed in (101, 202):  # seeds the training script never uses (it uses fold_in(key(0), i))
+    for seed in (101, 202):
         k1, k2 = jax.random.split(jax.random.key(seed))
-        lines = filaments(k1, n_filaments=4, field_nm=(size * 65.0,) * 2, length_nm=1.5 * size * 65.0)
-        truth = render_polyline(lines, shape=(size * up,) * 2, pixel_size_nm=65.0 / up, photons_per_nm=1.0)
-        on, _, clean = simulate_rsfp_series(k2, truth, psf, n_cycles=4, binning=up)
-        out = denoise(on, model=model)
-        errors.append(np.abs(np.asarray(out).mean(axis=(-2, -1)) / float(clean.mean()) - 1.0))
-    assert np.max(errors) < 0.01, errors
+        if structure == "network":
+            lines = tubular_network(k1, field_nm=field, mean_spacing_nm=900.0, prune_fraction=0.15, bend_nm=120.0,
+                                    points_per_edge=9)
+        else:
+            lines = hollow_rings(k1, n=43, field_nm=field, diameter_nm=(200.0, 800.0), min_gap_nm=150.0)
+        truth = render_polyline(lines, shape=(size * up,) * 2, pixel_size_nm=pixel / up, photons_per_nm=1.0)
+        on, _, clean = simulate_rsfp_series(k2, truth, psf, n_cycles=2, binning=up)
+        assert float(clean.mean()) > 20.0  # the criterion is testable here (see the docstring)
+        out = np.asarray(denoise(on, model=model))
+        errors.extend(out.mean(axis=(-2, -1)) / float(clean.mean()) - 1.0)
+    assert np.max(np.abs(errors)) < 0.01, errors
