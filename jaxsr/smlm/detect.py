@@ -45,6 +45,16 @@ class Candidates(NamedTuple):
     threshold: np.ndarray
 
 
+def as_movie(frames: Any, name: str = "frames") -> jax.Array:
+    """``(t, y, x)`` finite float frames from a movie or a single ``(y, x)`` frame (one-line errors)."""
+    frames = as_float_array(frames, name)
+    check_ndim(frames, name, (2, 3))
+    if frames.ndim == 2:
+        frames = frames[None]
+    check_finite(frames, name)
+    return frames
+
+
 def _gauss_kernel(sigma: float, dtype) -> jax.Array:
     r = max(1, int(np.ceil(3.0 * sigma)))
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
@@ -101,11 +111,7 @@ def detect_spots(
     >>> list(zip(c.frame.tolist(), c.y.tolist(), c.x.tolist()))
     [(0, 10, 20)]
     """
-    frames = as_float_array(frames, "frames")
-    check_ndim(frames, "frames", (2, 3))
-    if frames.ndim == 2:
-        frames = frames[None]
-    check_finite(frames, "frames")
+    frames = as_movie(frames)
     sigma = float(sigma_px)
     if not (np.isfinite(sigma) and sigma > 0):
         raise ValueError(f"argument 'sigma_px': expected a positive number of pixels, got {sigma_px}")

@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsr._validate import as_float_array, check_finite, check_int, check_ndim
+from jaxsr._validate import as_float_array, check_int
 from jaxsr.forward import CameraModel
-from jaxsr.smlm.detect import detect_spots, extract_rois
+from jaxsr.smlm.detect import as_movie, detect_spots, extract_rois
 from jaxsr.smlm.fit import fit_spots
 
 __all__ = ["Localizations", "LOCALIZATION_COLUMNS", "camera_counts", "localize"]
@@ -175,11 +175,7 @@ def localize(
     """
     import warnings
 
-    frames = as_float_array(frames, "frames")
-    check_ndim(frames, "frames", (2, 3))
-    if frames.ndim == 2:
-        frames = frames[None]
-    check_finite(frames, "frames")
+    frames = as_movie(frames)
     pixel = float(pixel_size_nm)
     if not (np.isfinite(pixel) and pixel > 0):
         raise ValueError(f"argument 'pixel_size_nm': expected a positive pixel size in nm, got {pixel_size_nm}")
