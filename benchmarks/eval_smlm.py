@@ -7,7 +7,8 @@
    sigma = 1.3 px, 100 nm pixels, 11 x 11 ROIs, positions uniform within +-0.5 px of the ROI
    centre, Poisson noise), fitted with the PSF width fixed and free. Target: RMSE / sqrt(CRLB) in
    [0.9, 1.15] and |bias| < 0.1 sqrt(CRLB) for x and y. The CRLB is evaluated at the true
-   parameters (the exact sqrt(CRLB_x) is about 5.63 nm here).
+   parameters (the exact sqrt(CRLB_x) is about 5.63 nm here). Fits per second: median of 5 calls
+   on all spots at once (compiled before; 10 iterations, the default).
 2. The localize pipeline on simulated EMCCD movies (uniform emitters, 64 x 64 px of 100 nm,
    2000 photons, 20 background) at low and high density: Jaccard index, recall, precision,
    lateral RMSE and efficiency (Hungarian matching within 250 nm), and the precision-recall
@@ -51,10 +52,13 @@ def crlb_test(n, seed):
     rows = {}
     for label, sigma in (("fixed_sigma", 1.3), ("free_sigma", None)):
         fit_spots(data, sigma_px=sigma).params.block_until_ready()  # compile (same shape), then time
-        t0 = time.perf_counter()
-        fit = fit_spots(data, sigma_px=sigma)
-        fit.params.block_until_ready()
-        seconds = time.perf_counter() - t0
+        runs = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fit = fit_spots(data, sigma_px=sigma)
+            fit.params.block_until_ready()
+            runs.append(time.perf_counter() - t0)
+        seconds = float(np.median(runs))
         th = truth if sigma is not None else jnp.concatenate([truth, jnp.full((n, 1), 1.3)], axis=1)
         crlb = np.asarray(spot_crlb(th, shape=(11, 11), sigma_px=sigma))
         err = np.asarray(fit.params[:, :4]) - np.asarray(truth)
@@ -65,7 +69,7 @@ def crlb_test(n, seed):
                          "ratio": float(np.sqrt(np.mean(err[:, i] ** 2)) / rms_crlb),
                          "bias_over_sqrt_crlb": float(np.mean(err[:, i]) / rms_crlb)}
         rows[label] = {"params": per, "converged_fraction": float(np.mean(fit.converged)),
-                       "fits_per_second": n / seconds,
+                       "fits_per_second": n / seconds, "fit_seconds_runs": runs, "iterations": 10,
                        "sqrt_crlb_x_nm": per["x"]["sqrt_crlb"] * PIXEL_NM,
                        "pass": all(0.9 <= per[c]["ratio"] <= 1.15 and abs(per[c]["bias_over_sqrt_crlb"]) < 0.1
                                    for c in ("x", "y"))}

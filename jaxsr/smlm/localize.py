@@ -136,7 +136,7 @@ def localize(
     camera: CameraModel | None = None,
     threshold: float = 5.0,
     roi_size: int | None = None,
-    iterations: int = 30,
+    iterations: int = 10,
     batch: int = 64,
     max_shift_px: float = 1.5,
     max_crlb_px: float = 1.0,
