@@ -303,3 +303,27 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="grid"):
         dps_apply(img, {}, config=TINY, **OPTICS, grid="fine")
     assert "opening" in DPS_BACKGROUNDS
+
+
+def test_dps_super_resolve_trains_on_the_image_and_adapts_the_patch():
+    """dps_super_resolve = prepare + train_dps + dps_apply; a small image shrinks the patch to fit."""
+    from jaxsr.nn import dps_super_resolve
+
+    SMALL = UNetConfig(depth=1, features=2, decoder_features=2)  # noqa: N806 - compile-cheap
+
+    img = jnp.zeros((20, 22)).at[6:14, 11].set(50.0) + 2.0
+    train = TrainConfig(steps=2, batch_size=2, patch_size=48)
+    out, res = dps_super_resolve(jax.random.key(0), img, config=SMALL, train=train, background=None, **OPTICS)
+    factor = dps_resample_factor(**OPTICS)
+    assert res.step == 2 and out.factor == pytest.approx(factor)
+    assert abs(out.image.shape[0] - 20 * factor) <= 1 and abs(out.image.shape[1] - 22 * factor) <= 1
+    assert out.pixel_size_nm == pytest.approx(OPTICS["pixel_size_nm"] / factor)
+    # The same as running the three steps by hand.
+    prep = dps_prepare(img, background=None, **OPTICS)
+    patch = min(48, *prep.image.shape[-2:])
+    again = train_dps(jax.random.key(0), prep.image, dps_psf(max_size=min(39, patch - 1 + patch % 2)), config=SMALL,
+                      train=TrainConfig(steps=2, batch_size=2, patch_size=patch))
+    ref = dps_apply(img, again.params, config=SMALL, background=None, **OPTICS)
+    np.testing.assert_allclose(np.asarray(out.image), np.asarray(ref.image), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="image"):
+        dps_super_resolve(jax.random.key(0), jnp.ones((5, 5)), config=SMALL, train=train, **OPTICS)
