@@ -162,7 +162,7 @@ def blind_spot(frame, *, steps, seed):
 
 def run_dps(raw_frames, model, *, steps, seed):
     """DPS with the 3Snet as stage 1, trained on the test frames themselves; returns (outputs, info)."""
-    from jaxsr.nn import DPS_TRAIN, dps_prepare, dps_super_resolve  # noqa: PLC0415
+    from jaxsr.nn import DPS_TRAIN, dps_super_resolve  # noqa: PLC0415
 
     denoiser = lambda x: denoise(x, model=model)  # noqa: E731
     optics = dict(pixel_size_nm=PIXEL_NM, na=NA, wavelength_nm=WAVELENGTH_NM)
@@ -170,12 +170,11 @@ def run_dps(raw_frames, model, *, steps, seed):
     train = TrainConfig(**{**DPS_TRAIN.to_dict(), "steps": steps, "seed": seed, "eval_every": steps,
                            "checkpoint_every": steps})
     out, result = dps_super_resolve(jax.random.key(seed), raw_frames, denoiser=denoiser, train=train, **optics)
-    prep = dps_prepare(raw_frames, denoiser=denoiser, **optics)
-    info = {"steps": steps, "train": train.to_dict(), "factor": prep.factor,
+    info = {"steps": steps, "train": train.to_dict(), "factor": out.factor,
             "canonical_pixel_nm": out.pixel_size_nm, "seconds": time.perf_counter() - t0,
             "final_loss": float(result.history[-1]["loss"]) if result.history else None,
             "stage1": "shipped 3Snet (the model under test)", "trained_on": "the test frames themselves (no GT)"}
-    return np.asarray(out.image), np.asarray(prep.image), info
+    return np.asarray(out.image), info
 
 
 # --------------------------------------------------------------------------- measurements
@@ -379,7 +378,7 @@ def main(argv=None) -> int:
     if args.no_dps:
         dps_report = {"skipped": "--no-dps"}
     else:
-        out_dps, prep_images, info = run_dps(np.stack(raws), model, steps=args.dps_steps, seed=args.seed)
+        out_dps, info = run_dps(np.stack(raws), model, steps=args.dps_steps, seed=args.seed)
         per = []
         for i, f in enumerate(fields):
             widefield_in = np.asarray(denoise(raws[i], model=model))  # the stage-2 input, camera grid

@@ -43,14 +43,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_psf_arguments(p, default_psf="airy")
 
 
-def check_output(args: argparse.Namespace, inputs: list[str]) -> None:
+def check_output(args: argparse.Namespace, inputs: list[str], *, what: str = "a TIFF file path") -> None:
     """Refuse an existing output (unless --overwrite) and never write over an input."""
     out = os.path.abspath(args.output)
     for path in inputs:
         if path and os.path.abspath(path) == out:
             raise ValueError(f"--output: {args.output} is an input file; inputs are never overwritten")
     if os.path.isdir(out):
-        raise IsADirectoryError(f"--output: is a folder, expected a TIFF file path: {args.output}")
+        raise IsADirectoryError(f"--output: is a folder, expected {what}: {args.output}")
     if os.path.exists(out) and not args.overwrite:
         raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
     folder = os.path.dirname(out)

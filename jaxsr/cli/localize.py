@@ -21,7 +21,6 @@ detections writes an empty table and warns.
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as np
 
@@ -77,16 +76,13 @@ def camera_from_args(args: argparse.Namespace):
 
 
 def check_table_output(args: argparse.Namespace, inputs: list[str], suffixes: tuple[str, ...]) -> None:
-    out = os.path.abspath(args.output)
-    if not out.lower().endswith(suffixes):
-        raise ValueError(f"--output: expected a {' or '.join(suffixes)} file, got {args.output}")
-    for path in inputs:
-        if path and os.path.abspath(path) == out:
-            raise ValueError(f"--output: {args.output} is an input file; inputs are never overwritten")
-    if os.path.exists(out) and not args.overwrite:
-        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
-    if not os.path.isdir(os.path.dirname(out)):
-        raise FileNotFoundError(f"--output: folder does not exist: {os.path.dirname(out)}")
+    """:func:`~jaxsr.cli.deconvolve.check_output` for an output that must end in one of ``suffixes``."""
+    from jaxsr.cli.deconvolve import check_output
+
+    kinds = " or ".join(suffixes)
+    if not args.output.lower().endswith(suffixes):
+        raise ValueError(f"--output: expected a {kinds} file, got {args.output}")
+    check_output(args, inputs, what=f"a {kinds} file path")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -800,6 +800,12 @@ def dps_apply(
     prep = dps_prepare(image, pixel_size_nm=pixel_size_nm, na=na, wavelength_nm=wavelength_nm,
                        canonical_sigma_px=canonical_sigma_px, background=background,
                        background_radius_px=background_radius_px, denoiser=denoiser)
+    return _apply_prepared(prep, params, config=config, grid=grid, tile=tile, overlap=overlap, tta=tta,
+                           pixel_size_nm=pixel_size_nm)
+
+
+def _apply_prepared(prep: DPSPrepared, params, *, config, grid, tile, overlap, tta, pixel_size_nm) -> DPSResult:
+    """The network on already prepared images (:func:`dps_prepare`), back to the input's intensity units."""
     x = prep.image
     if tile is None and not tta:
         out = _apply_jit(params, x, config=config)
@@ -876,6 +882,6 @@ def dps_super_resolve(
     psf = dps_psf(max_size=min(39, patch - 1 + patch % 2))
     result = train_dps(key, prep.image, psf, config=config, train=train, checkpoint_dir=checkpoint_dir,
                        callback=callback)
-    out = dps_apply(image, result.params, pixel_size_nm=pixel_size_nm, na=na, wavelength_nm=wavelength_nm,
-                    config=config, background=background, denoiser=denoiser)
+    out = _apply_prepared(prep, result.params, config=config, grid="canonical", tile=None, overlap=0, tta=False,
+                          pixel_size_nm=pixel_size_nm)  # the prepared frames once: stage 1 runs once
     return out, result

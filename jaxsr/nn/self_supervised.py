@@ -433,7 +433,8 @@ def train_self_supervised(
     ...     train=TrainConfig(steps=60, batch_size=8, patch_size=32))
     >>> denoised = denoise(noisy, model=model)  # doctest: +SKIP
     """
-    config, train = resolve_configs(config, train, default_config=SELF_SUPERVISED_UNET, default_train=SELF_SUPERVISED_TRAIN)
+    config, train = resolve_configs(config, train, default_config=SELF_SUPERVISED_UNET,
+                                    default_train=SELF_SUPERVISED_TRAIN)
     if config.residual:
         raise ValueError("argument 'config': residual=True would pass each pixel's own noise to the output; "
                          "blind-spot training needs residual=False")

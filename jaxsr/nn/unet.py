@@ -132,8 +132,8 @@ def _max_pool2(v):
     The same values as ``flax.linen.max_pool(v, (2, 2), strides=(2, 2))``, written
     as a reshape and a max-reduction: its gradient is a cheap elementwise select
     where XLA's CPU backend lowers the gradient of a windowed max (select-and-scatter)
-    to a slower loop. On the 2-core CPU this took the training step from 1.28x
-    to 1.20x PyTorch's (``benchmarks/bench_denoise.py``).
+    to a slower loop. On the 2-core CPU this took the training step of the
+    default U-Net from 0.505 to 0.485 s (``benchmarks/bench_denoise.py``).
     """
     b, ny, nx, c = v.shape
     return jnp.max(v.reshape(b, ny // 2, 2, nx // 2, 2, c), axis=(2, 4))

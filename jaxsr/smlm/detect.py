@@ -76,7 +76,9 @@ def _bandpass_maxima(frames, sigma, radius):
     local_max = jax.lax.reduce_window(dog, -jnp.inf, jax.lax.max, (1, w, w), (1, 1, 1), "SAME")
     med = jnp.median(dog, axis=(-2, -1), keepdims=True)
     mad = jnp.median(jnp.abs(dog - med), axis=(-2, -1))
-    return dog, dog >= local_max, 1.4826 * mad
+    # A noise-free (e.g. constant) frame has a zero noise estimate: a floor far above float rounding.
+    floor = 1e-5 * jnp.max(jnp.abs(frames), axis=(-2, -1)) + 1e-12
+    return dog, dog >= local_max, 1.4826 * mad, floor
 
 
 def detect_spots(
@@ -130,12 +132,8 @@ def detect_spots(
         m = chunk.shape[0]
         if frames.shape[0] > batch and m < batch:  # one compiled shape (and the same rounding) for every batch
             chunk = jnp.concatenate([chunk, jnp.zeros((batch - m,) + chunk.shape[1:], chunk.dtype)])
-        dog, is_max, noise = (np.asarray(a)[:m] for a in _bandpass_maxima(chunk, sigma, radius))
-        chunk = chunk[:m]
-        t_abs = np.full(chunk.shape[0], thr) if absolute else thr * noise
-        # A noise-free (e.g. constant) frame has zero noise estimate: keep a floor far above float rounding.
-        floor = 1e-5 * np.max(np.abs(np.asarray(chunk)), axis=(-2, -1)) + 1e-12
-        t_abs = np.maximum(t_abs, floor)
+        dog, is_max, noise, floor = (np.asarray(a)[:m] for a in _bandpass_maxima(chunk, sigma, radius))
+        t_abs = np.maximum(np.full(m, thr) if absolute else thr * noise, floor)
         keep = is_max & (dog > t_abs[:, None, None]) & (dog > 0)
         if border:
             keep[:, :border] = False

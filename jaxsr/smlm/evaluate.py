@@ -24,6 +24,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from jaxsr.smlm.localize import column_getter
+
 __all__ = ["MatchResult", "match_localizations", "efficiency", "precision_recall_curve", "ASSIGNMENTS"]
 
 ASSIGNMENTS = ("hungarian", "greedy")
@@ -66,18 +68,18 @@ def efficiency(jaccard: float, rmse_nm: float, *, alpha: float = 1.0) -> float:
 
 def _columns(table: Any, name: str):
     """(frame, x, y, z) float/int arrays from a dict-like or NamedTuple table."""
-    get = (lambda k: table[k]) if isinstance(table, dict) else (lambda k: getattr(table, k))
+    get = column_getter(table)
     try:
         frame = np.asarray(get("frame")).astype(np.int64).reshape(-1)
         x = np.asarray(get("x_nm"), np.float64).reshape(-1)
         y = np.asarray(get("y_nm"), np.float64).reshape(-1)
-    except (KeyError, AttributeError) as err:
+    except KeyError as err:
         raise ValueError(f"argument '{name}': needs columns frame, x_nm, y_nm ({err} missing)") from None
     try:
         z = np.asarray(get("z_nm"), np.float64).reshape(-1)
         if len(z) and np.isnan(z).all():  # a 2D table with an empty z column
             z = None
-    except (KeyError, AttributeError):
+    except KeyError:
         z = None
     if not (len(frame) == len(x) == len(y) and (z is None or len(z) == len(x))):
         raise ValueError(f"argument '{name}': columns have different lengths")
@@ -215,17 +217,17 @@ def precision_recall_curve(localizations: Any, truth: Any, *, score: str = "scor
     Returns:
         dict of arrays ``threshold``, ``precision``, ``recall``, ``jaccard``, ``n_localizations``.
     """
-    get = (lambda k: localizations[k]) if isinstance(localizations, dict) else (lambda k: getattr(localizations, k))
+    get = column_getter(localizations)
     try:
         s = np.asarray(get(score), np.float64)
-    except (KeyError, AttributeError):
+    except KeyError:
         raise ValueError(f"argument 'score': the localizations have no column {score!r}") from None
     cols = ("frame", "x_nm", "y_nm", "z_nm")
     table = {}
     for c in cols:
         try:
             table[c] = np.asarray(get(c))
-        except (KeyError, AttributeError):
+        except KeyError:
             pass
     thresholds = np.quantile(s, np.linspace(0.0, 0.95, n_thresholds)) if len(s) else np.zeros(0)
     out = {k: [] for k in ("threshold", "precision", "recall", "jaccard", "n_localizations")}

@@ -77,6 +77,21 @@ class Localizations(NamedTuple):
         return Localizations(np.zeros(0, np.int64), *([z] * (len(LOCALIZATION_COLUMNS) - 1)))
 
 
+def column_getter(table: Any):
+    """``get(name) -> array`` for a table given as a dict of columns or as :class:`Localizations`
+    (any NamedTuple); a missing column raises ``KeyError`` either way."""
+    if isinstance(table, dict):
+        return table.__getitem__
+
+    def get(name: str):
+        try:
+            return getattr(table, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    return get
+
+
 def _excess(camera: CameraModel) -> float:
     return 2.0 if float(np.max(np.asarray(camera.em_gain))) > 1.0 else 1.0
 
@@ -123,7 +138,7 @@ def _fit_in_blocks(rois, variance, sigma_px, iterations, block=_FIT_BLOCK, astig
             r = jnp.concatenate([r, jnp.broadcast_to(r[:1], (pad,) + r.shape[1:])])
             v = jnp.concatenate([v, jnp.broadcast_to(v[:1], (pad,) + v.shape[1:])])
         f = fit_spots(r, sigma_px=sigma_px, variance=v, iterations=iterations, astigmatism=astigmatism,
-                      pixel_size_nm=pixel_size_nm if astigmatism is not None else None)
+                      pixel_size_nm=pixel_size_nm)
         parts.append([np.asarray(a)[:m] for a in f])
     return type(f)(*(np.concatenate(c) for c in zip(*parts)))
 

@@ -25,16 +25,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsr.metrics.resolution import FRCResult, frc
+from jaxsr.smlm.localize import column_getter
 
 __all__ = ["render_histogram", "render_gaussian", "frc_localizations"]
 
 
 def _xy(locs: Any, name: str = "locs"):
-    get = (lambda k: locs[k]) if isinstance(locs, dict) else (lambda k: getattr(locs, k))
+    get = column_getter(locs)
     try:
         x = np.asarray(get("x_nm"), np.float64).reshape(-1)
         y = np.asarray(get("y_nm"), np.float64).reshape(-1)
-    except (KeyError, AttributeError):
+    except KeyError:
         raise ValueError(f"argument '{name}': needs columns x_nm and y_nm") from None
     return x, y, get
 
@@ -117,7 +118,7 @@ def render_gaussian(locs: Any, *, pixel_size_nm: float, shape: tuple[int, int] |
         try:
             s = np.sqrt(0.5 * (np.square(np.asarray(get("crlb_x_nm"), np.float64))
                                + np.square(np.asarray(get("crlb_y_nm"), np.float64))))
-        except (KeyError, AttributeError):
+        except KeyError:
             raise ValueError("argument 'sigma_nm': the table has no crlb_x_nm/crlb_y_nm; give a fixed width") from None
     else:
         if not (np.isfinite(sigma_nm) and sigma_nm > 0):
@@ -149,7 +150,7 @@ def frc_localizations(locs: Any, *, pixel_size_nm: float = 10.0, shape: tuple[in
     x, y, get = _xy(locs)
     try:
         frame = np.asarray(get("frame")).reshape(-1)
-    except (KeyError, AttributeError):
+    except KeyError:
         raise ValueError("argument 'locs': needs a frame column to split the halves") from None
     if int(block_frames) < 1:
         raise ValueError(f"argument 'block_frames': expected >= 1, got {block_frames}")
