@@ -138,6 +138,26 @@ def test_fit_under_jit_and_single_roi_equals_batch(rng):
     np.testing.assert_allclose(np.asarray(vm), np.asarray(gaussian_spot(truth, shape=SHAPE, sigma_px=1.2)), rtol=1e-6)
 
 
+def test_fit_with_one_variance_map_equals_a_map_per_roi(rng):
+    truth = jnp.array([[5.2, 4.9, 900.0, 8.0], [4.1, 6.3, 400.0, 3.0], [5.5, 5.0, 600.0, 5.0]])
+    data = jnp.asarray(rng.poisson(np.asarray(gaussian_spot(truth, shape=SHAPE, sigma_px=1.3))), jnp.float32)
+    var = jnp.asarray(rng.uniform(1.0, 9.0, SHAPE), jnp.float32)
+    shared = fit_spots(data, sigma_px=1.3, variance=var)
+    per_roi = fit_spots(data, sigma_px=1.3, variance=jnp.broadcast_to(var, data.shape) + 0.0)
+    np.testing.assert_allclose(np.asarray(shared.params), np.asarray(per_roi.params), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(shared.crlb), np.asarray(per_roi.crlb), rtol=1e-6)
+
+
+def test_border_median_sorting_network_equals_numpy_median(rng):
+    """The fitter's start value uses a Batcher sorting network for the median: exact, with ties and padding."""
+    from jaxsr.smlm.fit import _median
+
+    for n in (1, 2, 3, 16, 17, 40, 44, 63, 64, 65):
+        values = rng.integers(0, 6, (50, n)).astype(np.float32) + rng.choice([0.0, 0.5], (50, n)).astype(np.float32)
+        got = np.asarray(jax.jit(jax.vmap(_median))(jnp.asarray(values)))
+        np.testing.assert_array_equal(got, np.median(values, axis=1).astype(np.float32), err_msg=str(n))
+
+
 def test_model_and_fisher_gradients(x64):
     theta = jnp.array([5.3, 4.4, 900.0, 6.0, 1.4], jnp.float64)
     check_grads(lambda t: gaussian_spot(t, shape=(7, 9)), (theta,), order=1, modes=["rev"])
