@@ -366,8 +366,9 @@ def _pupil_fields(shape, pad_factor, oversample, na, wavelength, pixel, z_step, 
     return jnp.fft.ifft2(pupil)
 
 
-@functools.partial(jax.jit, static_argnames=("shape", "pad_factor", "oversample"))
-def _pupil_psf(shape, pad_factor, oversample, na, wavelength, pixel, z_step, n_imm, defocus, zern, offset):
+@functools.partial(jax.jit, static_argnames=("shape", "pad_factor", "oversample", "normalize"))
+def _pupil_psf(shape, pad_factor, oversample, na, wavelength, pixel, z_step, n_imm, defocus, zern, offset,
+               normalize="stack"):
     nz, ny, nx = shape
     s = oversample
     field = _pupil_fields(shape, pad_factor, s, na, wavelength, pixel, z_step, n_imm, defocus, zern, offset)
@@ -376,6 +377,10 @@ def _pupil_psf(shape, pad_factor, oversample, na, wavelength, pixel, z_step, n_i
     img = intensity[:, rows][:, :, cols]
     if s > 1:
         img = img.reshape(nz, ny, s, nx, s).mean(axis=(2, 4))
+    if normalize == "plane":
+        # Every plane holds the same light on the periodic grid (Parseval); the binned
+        # image of one whole plane sums to sum(intensity) / s^2.
+        return img / (jnp.sum(intensity[0]) / (s * s))
     return img / jnp.sum(img)
 
 
@@ -392,6 +397,7 @@ def pupil_psf_3d(
     offset_nm=(0.0, 0.0, 0.0),
     pad_factor=2,
     oversample=1,
+    normalize="stack",
 ):
     """Scalar Fourier-optics 3D PSF from a circular pupil with Zernike aberrations.
 
@@ -410,10 +416,15 @@ def pupil_psf_3d(
     cropped to ``(ny, nx)`` around the optical axis at index ``n // 2``. With
     ``oversample > 1`` the field is computed on ``oversample``-times finer
     samples and averaged over each pixel (pixel integration, also needed when
-    ``pixel_size_nm`` is too coarse for the pupil to fit the k-grid). The
-    whole stack is normalised to unit sum; each plane carries the same energy
-    on the full periodic grid (Parseval), so per-plane sums differ only by the
-    light falling outside the crop.
+    ``pixel_size_nm`` is too coarse for the pupil to fit the k-grid). With
+    ``normalize="stack"`` (default) the whole stack is normalised to unit sum;
+    each plane carries the same energy on the full periodic grid (Parseval), so
+    per-plane sums differ only by the light falling outside the crop. With
+    ``normalize="plane"`` every plane is normalised to unit light on the full
+    periodic k-grid (the light an infinite camera would collect, up to
+    wrap-around of far tails), so the crop of a plane sums to the fraction of
+    the emitter's light that falls inside it (< 1): photon counts times this
+    PSF are expected photons per pixel, with the light outside the crop dropped.
 
     Zernike units: ``zernike_rad[j - 1]`` is the coefficient of Noll mode ``j``
     (``j = 1..len(zernike_rad)``) in **radians of pupil phase, RMS-normalised
@@ -436,9 +447,12 @@ def pupil_psf_3d(
         pad_factor: static int >= 1, k-grid size factor (default 2).
         oversample: static int >= 1, fine samples per pixel per axis (default 1:
             sample at pixel centres).
+        normalize: static, ``"stack"`` (unit sum over the array) or ``"plane"`` (unit light per
+            plane on an unbounded field; the crop sums to less).
 
     Returns:
-        ``(nz, ny, nx)`` array, unit sum over the stack.
+        ``(nz, ny, nx)`` array, unit sum over the stack (``"stack"``), or per-plane sums <= 1
+        (``"plane"``).
 
     Raises:
         ValueError: non-positive ``na``/``wavelength_nm``/``pixel_size_nm``/
@@ -461,6 +475,8 @@ def pupil_psf_3d(
     shape = check_shape(shape, "shape", 3)
     pad_factor = check_int(pad_factor, "pad_factor", minimum=1)
     oversample = check_int(oversample, "oversample", minimum=1)
+    if normalize not in ("stack", "plane"):
+        raise ValueError(f"argument 'normalize': expected 'stack' or 'plane', got {normalize!r}")
     na = _scalar(na, "na")
     wavelength = _scalar(wavelength_nm, "wavelength_nm")
     pixel = _scalar(pixel_size_nm, "pixel_size_nm")
@@ -496,7 +512,8 @@ def pupil_psf_3d(
                 f"{float(wavelength)!r} nm (the pupil does not fit the k-grid); use a smaller pixel or "
                 f"oversample > {oversample}"
             )
-    return _pupil_psf(shape, pad_factor, oversample, na, wavelength, pixel, z_step, n_imm, defocus, zern, offset)
+    return _pupil_psf(shape, pad_factor, oversample, na, wavelength, pixel, z_step, n_imm, defocus, zern, offset,
+                      normalize=normalize)
 
 
 # --------------------------------------------------------------------------- astigmatic SMLM model

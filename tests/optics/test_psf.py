@@ -512,6 +512,35 @@ def test_pupil_bad_input():
         pupil_psf_3d((8, 8), **kw)
     with pytest.raises(ValueError, match="defocus_nm"):
         pupil_psf_3d((3, 8, 8), **kw, defocus_nm=np.inf)
+    with pytest.raises(ValueError, match="normalize"):
+        pupil_psf_3d((3, 8, 8), **kw, normalize="sum")
+
+
+def test_pupil_plane_normalisation_is_the_light_inside_the_crop():
+    # normalize="plane": each plane holds unit light on the unbounded field, so a crop sums to the
+    # light inside it. In focus that is the Airy encircled energy 1 - J0(v)^2 - J1(v)^2 (Born & Wolf
+    # 8.5.2), between that of the inscribed and that of the circumscribed circle of the square crop.
+    n, na, px = 25, 1.0, 60.0
+    kw = dict(na=na, pixel_size_nm=px, oversample=3, **PUP)
+    plane = np.asarray(pupil_psf_3d((3, n, n), normalize="plane", **kw), np.float64)
+    stack = np.asarray(pupil_psf_3d((3, n, n), **kw), np.float64)
+    np.testing.assert_allclose(plane / plane.sum(), stack, rtol=1e-4, atol=1e-9)  # same shape, another scale
+    sums = plane.sum(axis=(1, 2))
+    assert np.all(sums < 1.0) and sums[1] > max(sums[0], sums[2])  # defocused planes spill more light
+
+    def ee(r):
+        v = 2 * np.pi * na / 500.0 * r
+        return 1.0 - special.j0(v) ** 2 - special.j1(v) ** 2
+
+    # The pupil edge is smoothed over one k-grid cell, which keeps a little more light in the core
+    # than the ideal disc (about 0.26 / R, R = pupil radius in k-cells = pad n px NA / wavelength):
+    # the sums converge from above as the k-grid refines (measured 0.976, 0.961, 0.951 for pad 2,
+    # 4, 8), into the closed-form bounds [0.936, 0.952].
+    half = n * px / 2
+    got = [float(np.asarray(pupil_psf_3d((1, n, n), normalize="plane", pad_factor=pad, **kw)).sum())
+           for pad in (2, 4, 8)]
+    assert got[0] > got[1] > got[2]
+    assert ee(half) < got[2] < ee(half * math.sqrt(2))
 
 
 # ============================================================== astigmatic model
