@@ -9,10 +9,13 @@
    [0.9, 1.15] and |bias| < 0.1 sqrt(CRLB) for x and y. The CRLB is evaluated at the true
    parameters (the exact sqrt(CRLB_x) is about 5.63 nm here). Fits per second: median of 5 calls
    on all spots at once (compiled before; 10 iterations, the default).
-2. The localize pipeline on simulated EMCCD movies (uniform emitters, 64 x 64 px of 100 nm,
-   2000 photons, 20 background) at low and high density: Jaccard index, recall, precision,
-   lateral RMSE and efficiency (Hungarian matching within 250 nm), and the precision-recall
-   curve over the detection score. The localization network of issue 5 will be compared here.
+2. Both localization methods, the MLE pipeline (:func:`jaxsr.smlm.localize`) and the
+   localization network (:func:`jaxsr.smlm.net.localize_net`, shipped weights), on simulated
+   EMCCD movies (uniform emitters, 64 x 64 px of 100 nm, sigma 130 nm, 2000 photons, 20
+   background) from 0.07 to 3.2 emitters per um^2: Jaccard index, recall, precision, lateral
+   RMSE and efficiency (Hungarian and greedy matching within 250 nm), and the precision-recall
+   curve over each method's detection score. Target (issue 5): the network beats the fitter in
+   Jaccard index and efficiency at >= 1 emitter per um^2.
 """
 
 from __future__ import annotations
@@ -40,8 +43,11 @@ from jaxsr.smlm import (  # noqa: E402
     simulate_smlm,
     spot_crlb,
 )
+from jaxsr.smlm.net import localize_net  # noqa: E402
 
 PIXEL_NM = 100.0
+# (label, emitters in the 64 x 64 px field, p_on): about 0.07, 0.8, 1.6 and 3.2 emitters on per um^2.
+DENSITIES = (("low", 60, 0.02), ("medium", 300, 0.05), ("high", 600, 0.05), ("very_high", 1200, 0.05))
 
 
 def crlb_test(n, seed):
@@ -76,27 +82,36 @@ def crlb_test(n, seed):
     return rows
 
 
-def pipeline(n_emitters, n_frames, seed, p_on):
+def _score(locs, truth, seconds):
+    out = {"localize_seconds_incl_compile": seconds, "n_localizations": int(locs.n)}
+    for assignment in ("hungarian", "greedy"):
+        r = match_localizations(locs, truth, assignment=assignment)
+        out[assignment] = {k: getattr(r, k) for k in ("tp", "fp", "fn", "jaccard", "recall", "precision",
+                                                       "rmse_lateral_nm", "efficiency_lateral")}
+    out["median_sd_x_nm"] = float(np.median(locs.crlb_x_nm)) if locs.n else float("nan")
+    pr = precision_recall_curve(locs, truth, n_thresholds=12)
+    out["precision_recall"] = {k: np.asarray(v).tolist() for k, v in pr.items()}
+    return out
+
+
+def pipeline(n_emitters, n_frames, seed, p_on, methods=("mle", "net")):
+    """Both localization methods on one simulated EMCCD movie (uniform emitters, 64 x 64 px)."""
     cam = camera_preset("emccd")
     size = 64
     field = size * PIXEL_NM
     pos = emitter_positions(jax.random.key(seed), n_emitters, structure="uniform", field_nm=(field, field))
     mov = simulate_smlm(jax.random.key(seed + 1), pos, n_frames=n_frames, shape=(size, size), pixel_size_nm=PIXEL_NM,
                         sigma_nm=130.0, photons=2000.0, background=20.0, p_on=p_on, p_off=0.5, camera=cam)
-    t0 = time.perf_counter()
-    locs = localize(mov.frames, pixel_size_nm=PIXEL_NM, sigma_nm=130.0, camera=cam)
-    seconds = time.perf_counter() - t0
     area_um2 = ((field - 600.0) / 1000.0) ** 2
     density = len(mov.truth["frame"]) / n_frames / area_um2
-    out = {"emitters": n_emitters, "frames": n_frames, "density_per_um2": density,
-           "localize_seconds_incl_compile": seconds}
-    for assignment in ("hungarian", "greedy"):
-        r = match_localizations(locs, mov.truth, assignment=assignment)
-        out[assignment] = {k: getattr(r, k) for k in ("tp", "fp", "fn", "jaccard", "recall", "precision",
-                                                       "rmse_lateral_nm", "efficiency_lateral")}
-    out["median_crlb_x_nm"] = float(np.median(locs.crlb_x_nm)) if locs.n else float("nan")
-    pr = precision_recall_curve(locs, mov.truth, n_thresholds=12)
-    out["precision_recall"] = {k: np.asarray(v).tolist() for k, v in pr.items()}
+    out = {"emitters": n_emitters, "frames": n_frames, "density_per_um2": density}
+    for method in methods:
+        t0 = time.perf_counter()
+        if method == "mle":
+            locs = localize(mov.frames, pixel_size_nm=PIXEL_NM, sigma_nm=130.0, camera=cam)
+        else:
+            locs = localize_net(mov.frames, pixel_size_nm=PIXEL_NM, camera=cam)
+        out[method] = _score(locs, mov.truth, time.perf_counter() - t0)
     return out
 
 
@@ -109,19 +124,26 @@ def main(argv=None):
     n_spots = 500 if args.quick else 4000
     frames = 20 if args.quick else 200
     report = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "crlb": crlb_test(n_spots, args.seed),
-              "pipeline": {"low_density": pipeline(60, frames, args.seed, 0.02),
-                           "high_density": pipeline(300, frames, args.seed, 0.05)}}
+              "pipeline": {label: pipeline(n, frames, args.seed, p_on) for label, n, p_on in DENSITIES}}
     for label, r in report["crlb"].items():
         x = r["params"]["x"]
         print(f"CRLB test ({label}, {n_spots} spots): sqrt(CRLB_x) {r['sqrt_crlb_x_nm']:.2f} nm, RMSE/sqrt(CRLB) "
               f"x {x['ratio']:.3f} y {r['params']['y']['ratio']:.3f}, bias/sqrt(CRLB) x "
               f"{x['bias_over_sqrt_crlb']:+.3f}, {r['fits_per_second']:.0f} fits/s -> "
               f"{'PASS' if r['pass'] else 'FAIL'}")
+    print("localization on simulated EMCCD movies (Hungarian matching within 250 nm):")
     for label, r in report["pipeline"].items():
-        h = r["hungarian"]
-        print(f"localize, {label} ({r['density_per_um2']:.2f} emitters/um^2): JI {h['jaccard']:.1f} %, recall "
-              f"{h['recall']:.3f}, precision {h['precision']:.3f}, RMSE {h['rmse_lateral_nm']:.1f} nm, efficiency "
-              f"{h['efficiency_lateral']:.1f} (greedy JI {r['greedy']['jaccard']:.1f} %)")
+        for method in ("mle", "net"):
+            h = r[method]["hungarian"]
+            print(f"  {label:>13} {r['density_per_um2']:.2f}/um^2 {method}: JI {h['jaccard']:5.1f} %, recall "
+                  f"{h['recall']:.3f}, precision {h['precision']:.3f}, RMSE {h['rmse_lateral_nm']:5.1f} nm, "
+                  f"efficiency {h['efficiency_lateral']:5.1f} (greedy JI {r[method]['greedy']['jaccard']:.1f} %)")
+    high = [r for r in report["pipeline"].values() if r["density_per_um2"] >= 1.0]
+    wins = all(r["net"]["hungarian"][k] > r["mle"]["hungarian"][k] for r in high
+               for k in ("jaccard", "efficiency_lateral"))
+    report["network_beats_fitter_at_high_density"] = bool(high) and wins
+    print(f"network beats the fitter in JI and efficiency at every density >= 1/um^2: "
+          f"{'PASS' if report['network_beats_fitter_at_high_density'] else 'FAIL'}")
     write_json(args.out, report, overwrite=True, nonfinite="null")
     print(f"wrote {args.out}")
 

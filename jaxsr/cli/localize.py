@@ -9,7 +9,15 @@ Fisher scoring, vmap-ed and jit-compiled) with its Cramér-Rao bound.
 
 With --astigmatism SIGMA0_X SIGMA0_Y GAMMA DEPTH (nm) the fit is the
 astigmatic 3D model (widths sigma_x(z), sigma_y(z) of Huang et al. 2008) and
-the table gets z in nm. The camera is a preset (--camera) whose fields --gain, --offset, --em-gain,
+the table gets z in nm.
+
+With --method net the DECODE-style localization network (jaxsr.smlm.net; the
+shipped weights, or --model DIR) localizes instead: each frame is seen with
+its two neighbours (across chunk boundaries too), and a molecule is kept when
+its detection probability mass reaches --net-threshold. Its table holds the
+network's predicted standard deviations in the CRLB columns.
+
+The camera is a preset (--camera) whose fields --gain, --offset, --em-gain,
 --qe, --read-noise override. The PSF width is fixed with --sigma NM, or fitted
 per spot (default), detection then using 0.21 wavelength / NA.
 
@@ -26,7 +34,7 @@ import numpy as np
 
 from jaxsr.cli._common import Progress, nonnegative_float, pixel_size_from, positive_float, positive_int
 
-HELP = "localize single molecules in a raw movie (MLE at the Cramér-Rao bound)"
+HELP = "localize single molecules in a raw movie (MLE at the Cramér-Rao bound, or the localization network)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,7 +59,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=positive_float, default=5.0,
                    help="detection threshold in robust noise standard deviations (default 5)")
     p.add_argument("--roi", type=positive_int, default=None, help="odd ROI side in pixels (default from the PSF)")
-    p.add_argument("--method", choices=["mle"], default="mle", help="localization method (default mle)")
+    p.add_argument("--method", choices=["mle", "net"], default="mle",
+                   help="mle: detection + Poisson MLE fits (default); net: the localization network")
+    p.add_argument("--model", default=None, help="--method net: a trained network directory (default: shipped)")
+    p.add_argument("--net-threshold", type=positive_float, default=0.5,
+                   help="--method net: detection probability threshold (default 0.5)")
     p.add_argument("--chunk", type=positive_int, default=256, help="frames read and processed at a time")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
@@ -85,11 +97,38 @@ def check_table_output(args: argparse.Namespace, inputs: list[str], suffixes: tu
     check_output(args, inputs, what=f"a {kinds} file path")
 
 
+def _load_net(args: argparse.Namespace):
+    """The network of --model (or the shipped one), with one-line errors naming --model."""
+    from jaxsr.smlm.net import _default_locnet, load_locnet
+
+    if args.model is None:
+        return _default_locnet()
+    try:
+        return load_locnet(args.model)
+    except (FileNotFoundError, ValueError) as err:
+        message = str(err).replace("argument 'model': ", "")
+        raise ValueError(f"--model: {message}") from None
+
+
+def _with_neighbours(chunks):
+    """``(start, frames, before, after)`` per chunk: the frames just outside it (None at the ends)."""
+    previous, before = None, None
+    for start, frames in chunks:
+        if previous is not None:
+            p_start, p_frames = previous
+            yield p_start, p_frames, before, frames[0]
+            before = p_frames[-1]
+        previous = (start, frames)
+    if previous is not None:
+        yield previous[0], previous[1], before, None
+
+
 def run(args: argparse.Namespace) -> int:
     import warnings
 
     from jaxsr.cli._common import require_input
     from jaxsr.smlm import Localizations, localize, write_localizations
+    from jaxsr.smlm.net import localize_net
     from jaxsr.smlm.movie import movie_chunks, movie_info
 
     require_input(args.movie, "MOVIE")
@@ -112,16 +151,28 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--astigmatism: SIGMA0_X, SIGMA0_Y and DEPTH must be positive, got {args.astigmatism}")
         astig = {"sigma0_x_nm": s0x, "sigma0_y_nm": s0y, "gamma_nm": gamma, "depth_nm": depth}
     guess = 0.21 * args.wavelength / args.na if astig is None else 1.2 * astig["sigma0_x_nm"]
+    if args.method == "net":
+        model = _load_net(args)
+        if astig is not None:
+            raise ValueError("--astigmatism: the localization network is 2D; use --method mle for 3D")
     bar = Progress(info.n_frames, "localizing")
     parts = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        for start, frames in movie_chunks(args.movie, chunk=args.chunk):
-            locs = localize(frames, pixel_size_nm=pixel, sigma_nm=args.sigma, camera=cam, threshold=args.threshold,
-                            roi_size=args.roi, sigma_guess_nm=guess, astigmatism=astig)
-            if locs.n:
-                parts.append(locs._replace(frame=locs.frame + start))
-            bar(start + len(frames))
+        if args.method == "net":
+            for start, frames, before, after in _with_neighbours(movie_chunks(args.movie, chunk=args.chunk)):
+                locs = localize_net(frames, pixel_size_nm=pixel, camera=cam, model=model,
+                                    threshold=args.net_threshold, before=before, after=after)
+                if locs.n:
+                    parts.append(locs._replace(frame=locs.frame + start))
+                bar(start + len(frames))
+        else:
+            for start, frames in movie_chunks(args.movie, chunk=args.chunk):
+                locs = localize(frames, pixel_size_nm=pixel, sigma_nm=args.sigma, camera=cam,
+                                threshold=args.threshold, roi_size=args.roi, sigma_guess_nm=guess, astigmatism=astig)
+                if locs.n:
+                    parts.append(locs._replace(frame=locs.frame + start))
+                bar(start + len(frames))
     bar.close()
     table = Localizations(*(np.concatenate(c) for c in zip(*parts))) if parts else Localizations.empty()
     if not table.n:
@@ -129,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
     write_localizations(args.output, table, pixel_size_nm=pixel, shape=info.shape, n_frames=info.n_frames,
                         overwrite=args.overwrite)
     prec = float(np.median(table.crlb_x_nm)) if table.n else float("nan")
+    what = "CRLB" if args.method == "mle" else "predicted sd"
     print(f"wrote {args.output}: {table.n} localizations in {info.n_frames} frames "
-          f"(median CRLB {prec:.1f} nm, pixel {pixel:g} nm, camera {args.camera})")
+          f"(median {what} {prec:.1f} nm, pixel {pixel:g} nm, camera {args.camera}, method {args.method})")
     return 0

@@ -113,19 +113,63 @@ def save_model(path, model: DenoiserModel, *, overwrite=False) -> Path:
     """
     if not isinstance(model, DenoiserModel):
         raise TypeError(f"argument 'model': expected a DenoiserModel, got {type(model).__name__}")
+    return write_model_dir(path, model.metadata(), model.params, overwrite=overwrite)
+
+
+def write_model_dir(path, meta: dict, params, *, overwrite: bool = False) -> Path:
+    """Write ``model.json`` (``meta``) and ``params.msgpack`` (``params``) into the directory ``path``, atomically.
+
+    Shared by every kind of network jaxsr stores (denoisers, the localization network).
+
+    Raises:
+        FileExistsError: ``path`` already holds a ``model.json`` and ``overwrite`` is False.
+        ValueError: ``path`` is a file.
+    """
     path = Path(os.fspath(path))
     if path.exists() and not path.is_dir():
         raise ValueError(f"argument 'path': {path} exists and is not a directory")
     if (path / "model.json").exists() and not overwrite:
         raise FileExistsError(f"argument 'path': {path} already holds a model (pass overwrite=True to replace it)")
-    meta = model.metadata()
     json.dumps(meta)
-    data = flax.serialization.to_bytes(jax.device_get(model.params))
+    data = flax.serialization.to_bytes(jax.device_get(params))
     path.mkdir(parents=True, exist_ok=True)
     with atomic_path(path / "params.msgpack", overwrite=True) as tmp:
         tmp.write_bytes(data)
     write_json(path / "model.json", meta, overwrite=True)
     return path
+
+
+def read_model_meta(path) -> tuple[Path, dict]:
+    """The directory and parsed ``model.json`` of a model written by :func:`write_model_dir`.
+
+    Raises:
+        FileNotFoundError: no model at ``path``; ValueError: unreadable JSON (both name ``model``).
+    """
+    path = Path(os.fspath(path))
+    if path.name == "model.json":
+        path = path.parent
+    if not (path / "model.json").is_file():
+        raise FileNotFoundError(f"argument 'model': no model at {path} (expected {path / 'model.json'})")
+    try:
+        return path, json.loads((path / "model.json").read_text())
+    except Exception as exc:
+        raise ValueError(f"argument 'model': corrupt model.json in {path} ({exc})") from None
+
+
+def read_model_params(path: Path, unet: UNetConfig):
+    """The weights of a :class:`UNet` of configuration ``unet`` from ``path/params.msgpack``, checked for shape."""
+    if not (path / "params.msgpack").is_file():
+        raise ValueError(f"argument 'model': {path} has model.json but no params.msgpack")
+    template = jax.eval_shape(lambda: unet_init(jax.random.key(0), config=unet))
+    template = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), template)
+    try:
+        params = flax.serialization.from_bytes(template, (path / "params.msgpack").read_bytes())
+    except Exception as exc:
+        raise ValueError(f"argument 'model': corrupt params.msgpack in {path} ({exc})") from None
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(template)):
+        if np.shape(a) != np.shape(b):
+            raise ValueError(f"argument 'model': params.msgpack in {path} does not match its model.json")
+    return jax.tree_util.tree_map(jnp.asarray, params)
 
 
 def pretrained_path(*, name: str = "3snet") -> Path:
@@ -153,13 +197,8 @@ def load_model(path) -> DenoiserModel:
         ValueError: a corrupt or incomplete model, an unknown format, or a
             model for another input rank; the message names ``model``.
     """
-    path = Path(os.fspath(path))
-    if path.name == "model.json":
-        path = path.parent
-    if not (path / "model.json").is_file():
-        raise FileNotFoundError(f"argument 'model': no model at {path} (expected {path / 'model.json'})")
+    path, meta = read_model_meta(path)
     try:
-        meta = json.loads((path / "model.json").read_text())
         unet = UNetConfig.from_dict(meta["unet"])
         kind, norm = meta["kind"], meta["normalization"]
         fmt, ndim = meta["format"], meta["input_ndim"]
@@ -172,18 +211,7 @@ def load_model(path) -> DenoiserModel:
             f"argument 'model': {path} is a model for {ndim}-D input with {unet.in_channels} channel(s); "
             "denoising takes single-channel 2-D frames"
         )
-    if not (path / "params.msgpack").is_file():
-        raise ValueError(f"argument 'model': {path} has model.json but no params.msgpack")
-    template = jax.eval_shape(lambda: unet_init(jax.random.key(0), config=unet))
-    template = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), template)
-    try:
-        params = flax.serialization.from_bytes(template, (path / "params.msgpack").read_bytes())
-    except Exception as exc:
-        raise ValueError(f"argument 'model': corrupt params.msgpack in {path} ({exc})") from None
-    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(template)):
-        if np.shape(a) != np.shape(b):
-            raise ValueError(f"argument 'model': params.msgpack in {path} does not match its model.json")
-    params = jax.tree_util.tree_map(jnp.asarray, params)
+    params = read_model_params(path, unet)
     return DenoiserModel(kind=kind, unet=unet, params=params, normalization=norm,
                          offset=float(meta.get("offset", 0.0)), info=meta.get("info", {}))
 

@@ -86,6 +86,24 @@ def test_movie_chunks_bad_input(tmp_path):
         next(movie_chunks(tmp_path / "v.tif", chunk=0))
 
 
+def test_localize_net_streams_chunks_with_their_neighbours(movie, capsys):
+    from jaxsr.smlm.net import localize_net
+
+    folder, out = movie
+    csv_path = folder / "locs_net.csv"
+    assert main(["localize", str(out), "-o", str(csv_path), "--camera", "emccd", "--method", "net",
+                 "--chunk", "7"]) == 0
+    assert "method net" in capsys.readouterr().out
+    locs = read_localizations(csv_path)
+    frames, _ = read_image(out)
+    ref = localize_net(frames, pixel_size_nm=100.0, camera=camera_preset("emccd"))
+    # Chunks of 7 frames see the frames just outside them: the whole-movie table.
+    np.testing.assert_array_equal(np.sort(locs.frame), np.sort(ref.frame))
+    np.testing.assert_allclose(np.sort(locs.x_nm), np.sort(ref.x_nm), atol=1e-2)
+    r = match_localizations(locs, read_localizations(folder / "mov_truth.csv"))
+    assert r.jaccard > 70 and r.rmse_lateral_nm < 40
+
+
 def test_smlm_cli_errors(movie, tmp_path, one_line_error):
     folder, out = movie
     assert main(["localize", str(out), "-o", str(tmp_path / "l.txt")]) == 2
@@ -106,6 +124,12 @@ def test_smlm_cli_errors(movie, tmp_path, one_line_error):
     one_line_error("y [nm]")
     assert main(["simulate-smlm", str(tmp_path / "m.tif"), "--p-on", "2"]) == 2
     one_line_error("--p-on")
+    assert main(["localize", str(out), "-o", str(tmp_path / "l.csv"), "--method", "net", "--model",
+                 str(tmp_path)]) == 2
+    one_line_error("--model")
+    assert main(["localize", str(out), "-o", str(tmp_path / "l.csv"), "--method", "net", "--astigmatism",
+                 "130", "130", "200", "400"]) == 2
+    one_line_error("--astigmatism")
     assert not (tmp_path / "l.csv").exists() and not (tmp_path / "i.tif").exists()
 
 
