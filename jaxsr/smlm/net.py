@@ -350,9 +350,10 @@ def locnet_init(key: jax.Array, *, unet: UNetConfig | None = None, sim: LocNetSi
                 input_scale: float = 50.0, photon_scale: float = 1000.0) -> LocNetModel:
     """An untrained :class:`LocNetModel` (default U-Net: 3 poolings, 48/64 channels).
 
-    >>> m = locnet_init(jax.random.key(0))
-    >>> m.unet.in_channels, m.unet.out_channels
-    (3, 8)
+    >>> tiny = UNetConfig(depth=1, features=2, decoder_features=2, in_channels=3, out_channels=8)
+    >>> m = locnet_init(jax.random.key(0), unet=tiny)
+    >>> m.unet.in_channels, m.window
+    (3, 3)
     """
     sim = LocNetSimulation() if sim is None else sim
     unet = UNetConfig(depth=3, features=48, decoder_features=64, in_channels=sim.window,
