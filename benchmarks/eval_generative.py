@@ -185,6 +185,7 @@ def main(argv=None):
     write_json(out, report, overwrite=True, nonfinite="null")
     _plot(report, out.with_suffix(".png"), test[0], maps)
     print(f"wrote {out} and {out.with_suffix('.png')}")
+    return report
 
 
 def _plot(report, path, frame, maps):

@@ -2,6 +2,7 @@
 
     python benchmarks/eval_smlm.py            # writes benchmarks/results/eval_smlm.json
     python benchmarks/eval_smlm.py --quick    # smaller, for a smoke test
+    python benchmarks/eval_smlm.py --skip-generative   # sections 1 and 2 only (2 min)
 
 1. CRLB test (issue 5): >= 2000 isolated spots (N = 1000 photons, b = 10 photons/pixel,
    sigma = 1.3 px, 100 nm pixels, 11 x 11 ROIs, positions uniform within +-0.5 px of the ROI
@@ -16,6 +17,11 @@
    RMSE and efficiency (Hungarian and greedy matching within 250 nm), and the precision-recall
    curve over each method's detection score. Target (issue 5): the network beats the fitter in
    Jaccard index and efficiency at >= 1 emitter per um^2.
+3. The generative model's sim-to-real experiment, ``benchmarks/eval_generative.py`` (which also
+   writes its own JSON and precision-recall plot; about 15 min): a network fine-tuned on the
+   generative model's frames against the same network fine-tuned on naive simulations, on
+   experimental-like movies. Target: higher Jaccard index and efficiency. ``--skip-generative``
+   leaves it out.
 """
 
 from __future__ import annotations
@@ -118,6 +124,7 @@ def pipeline(n_emitters, n_frames, seed, p_on, methods=("mle", "net")):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--skip-generative", action="store_true", help="leave out section 3 (about 15 min)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results/eval_smlm.json"))
     args = p.parse_args(argv)
@@ -144,6 +151,22 @@ def main(argv=None):
     report["network_beats_fitter_at_high_density"] = bool(high) and wins
     print(f"network beats the fitter in JI and efficiency at every density >= 1/um^2: "
           f"{'PASS' if report['network_beats_fitter_at_high_density'] else 'FAIL'}")
+    if not args.skip_generative:
+        import eval_generative  # noqa: PLC0415 (benchmarks/ is on sys.path when run as a script)
+
+        out = Path(args.out).with_name("eval_generative.json") if not args.quick else Path("/tmp/eval_generative.json")
+        g = eval_generative.main((["--quick"] if args.quick else []) + ["--out", str(out)])
+        keys = ("jaccard", "recall", "precision", "rmse_lateral_nm", "efficiency_lateral")
+        report["generative"] = {label: {k: g[label][k] for k in keys} for label in ("shipped", "naive", "generative")}
+        report["generative"]["generative_beats_naive"] = g["generative_beats_naive"]
+        report["generative"]["details"] = str(out)
+        print("generative model (section 3), held-out experimental-like frames:")
+        for label in ("naive", "generative"):
+            r = report["generative"][label]
+            print(f"  network fine-tuned on {label:>10} frames: JI {r['jaccard']:5.1f} %, efficiency "
+                  f"{r['efficiency_lateral']:5.1f}, RMSE {r['rmse_lateral_nm']:5.1f} nm")
+        print(f"generative-trained beats naive-trained in JI and efficiency: "
+              f"{'PASS' if g['generative_beats_naive'] else 'FAIL'}")
     write_json(args.out, report, overwrite=True, nonfinite="null")
     print(f"wrote {args.out}")
 

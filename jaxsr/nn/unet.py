@@ -265,12 +265,19 @@ def unet_apply(params: dict, images, *, config: UNetConfig):
     spatial = images.shape[-2:]
     batch = images.shape[:-3] if chan else images.shape[:-2]
     x = images.reshape((-1, config.in_channels) + spatial) if chan else images.reshape((-1, 1) + spatial)
-    x = jnp.moveaxis(x, 1, -1)
-    out = UNet(config).apply(params, x)
-    out = jnp.moveaxis(out, -1, 1)
+    out = _apply_nhwc(params, x, config)
     if config.out_channels == 1:
         return out[:, 0].reshape(batch + spatial)
     return out.reshape(batch + (config.out_channels,) + spatial)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _apply_nhwc(params, x, config: UNetConfig):
+    """The network on ``(b, c, y, x)``, compiled once per configuration and shape (an eager Flax apply
+    dispatches every operation on its own, seconds for a tiny network; inside an outer ``jit`` this
+    inlines)."""
+    out = UNet(config).apply(params, jnp.moveaxis(x, 1, -1))
+    return jnp.moveaxis(out, -1, 1)
 
 
 def count_params(params) -> int:
