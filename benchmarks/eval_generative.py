@@ -84,7 +84,7 @@ def experimental_like_movie(seed: int, *, n_frames: int, size: int, maps):
     pos = np.asarray(jax.random.uniform(k_pos, (n_em, 2), minval=-0.5, maxval=size - 0.5))
     on = np.asarray(blink(k_blink, n_em, n_frames, p_on=0.05, p_off=0.4))
     ph = np.asarray(jax.random.gamma(k_ph, 4.0, (n_frames, n_em)) * (1500.0 / 4.0)) * on
-    psf = pupil_psf_grid(jnp.asarray(TRUE_ZERNIKE), **{k: OPTICS[k] for k in OPTICS})
+    psf = pupil_psf_grid(jnp.asarray(TRUE_ZERNIKE), **OPTICS)
     ys = jnp.broadcast_to(jnp.asarray(pos[:, 0]), ph.shape)
     xs = jnp.broadcast_to(jnp.asarray(pos[:, 1]), ph.shape)
     spots = np.concatenate([np.asarray(render_particles(ys[i:i + 50], xs[i:i + 50], jnp.asarray(ph[i:i + 50]), psf,

@@ -20,6 +20,7 @@ from them (Ctrl-C is safe).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,6 @@ from jaxsr.io.atomic import write_json  # noqa: E402
 from jaxsr.nn import TrainConfig, count_params  # noqa: E402
 from jaxsr.smlm import emitter_positions, match_localizations, simulate_smlm  # noqa: E402
 from jaxsr.smlm.net import (  # noqa: E402
-    LocNetModel,
     locnet_init,
     localize_net,
     pretrained_locnet_path,
@@ -72,8 +72,7 @@ def main(argv=None):
     mov, cam = validation_movie(12345)
 
     def evaluate(params):
-        m = LocNetModel(unet=model.unet, params=params, sim=model.sim, input_scale=model.input_scale,
-                        photon_scale=model.photon_scale)
+        m = dataclasses.replace(model, params=params)
         import warnings
 
         with warnings.catch_warnings():
@@ -96,11 +95,9 @@ def main(argv=None):
     trained, result = train_locnet(jax.random.key(args.seed), model=model, train=train,
                                    checkpoint_dir=args.checkpoint_dir, evaluate=evaluate, callback=progress)
     final = result.history[-1]
-    trained = type(trained)(unet=trained.unet, params=trained.params, sim=trained.sim,
-                            input_scale=trained.input_scale, photon_scale=trained.photon_scale,
-                            info={**trained.info, "validation": {k: final[k] for k in ("jaccard", "rmse_nm",
-                                                                                        "efficiency")},
-                                  "seconds": time.perf_counter() - t0[0]})
+    validation = {k: final[k] for k in ("jaccard", "rmse_nm", "efficiency")}
+    trained = dataclasses.replace(trained, info={**trained.info, "validation": validation,
+                                                 "seconds": time.perf_counter() - t0[0]})
     save_locnet(args.out, trained, overwrite=args.overwrite)
     results = Path(__file__).resolve().parent / "results" / "train_locnet.json"
     if Path(args.out).resolve() == pretrained_locnet_path().resolve():

@@ -159,20 +159,16 @@ def run(args: argparse.Namespace) -> int:
     parts = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        if args.method == "net":
-            for start, frames, before, after in _with_neighbours(movie_chunks(args.movie, chunk=args.chunk)):
+        for start, frames, before, after in _with_neighbours(movie_chunks(args.movie, chunk=args.chunk)):
+            if args.method == "net":
                 locs = localize_net(frames, pixel_size_nm=pixel, camera=cam, model=model,
                                     threshold=args.net_threshold, before=before, after=after)
-                if locs.n:
-                    parts.append(locs._replace(frame=locs.frame + start))
-                bar(start + len(frames))
-        else:
-            for start, frames in movie_chunks(args.movie, chunk=args.chunk):
+            else:
                 locs = localize(frames, pixel_size_nm=pixel, sigma_nm=args.sigma, camera=cam,
                                 threshold=args.threshold, roi_size=args.roi, sigma_guess_nm=guess, astigmatism=astig)
-                if locs.n:
-                    parts.append(locs._replace(frame=locs.frame + start))
-                bar(start + len(frames))
+            if locs.n:
+                parts.append(locs._replace(frame=locs.frame + start))
+            bar(start + len(frames))
     bar.close()
     table = Localizations(*(np.concatenate(c) for c in zip(*parts))) if parts else Localizations.empty()
     if not table.n:

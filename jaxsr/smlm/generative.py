@@ -85,7 +85,7 @@ class GenerativeModel(NamedTuple):
         microscope: the learned :class:`Microscope`.
         priors: the :class:`ParticlePriors`.
         optics: dict of ``na``, ``wavelength_nm``, ``refractive_index``, ``pixel_size_nm``,
-            ``oversample``, ``psf_size`` (camera pixels) of :func:`pupil_psf_grid`.
+            ``oversample``, ``psf_size`` (camera pixels): the keyword arguments of :func:`pupil_psf_grid`.
         history: the negative log-likelihood per pixel during the fit.
         particles: the refined particles: ``frame``, ``y``, ``x`` (pixels), ``photons`` (counts),
             ``snr`` and ``used`` (counted in the priors), 1D numpy arrays; empty for a model built
@@ -258,11 +258,9 @@ def fit_generative(counts, particles: dict, *, na: float, wavelength_nm: float, 
         "log_n": jnp.log(jnp.maximum(jnp.asarray(n0), 1.0)),
     }
     y0, x0, maskj = jnp.asarray(y0), jnp.asarray(x0), jnp.asarray(mask)
-    psf_kw = {k: optics[k] for k in ("na", "wavelength_nm", "pixel_size_nm", "refractive_index", "oversample",
-                                     "psf_size")}
 
     def mean_image(p):
-        psf = pupil_psf_grid(jnp.concatenate([jnp.zeros(3), p["zernike"]]), **psf_kw)
+        psf = pupil_psf_grid(jnp.concatenate([jnp.zeros(3), p["zernike"]]), **optics)
         y = y0 + jnp.tanh(p["dy"])
         x = x0 + jnp.tanh(p["dx"])
         n = jnp.where(maskj, jnp.exp(p["log_n"]), 0.0)
@@ -311,17 +309,15 @@ def fit_generative(counts, particles: dict, *, na: float, wavelength_nm: float, 
         return Microscope(jnp.concatenate([jnp.zeros(3), p["zernike"]]), jnp.exp(p["log_bg"]), variance)
 
     micro = microscope_of(params)
-    refined = {"frame": f, "y": np.asarray(y0 + jnp.tanh(params["dy"]))[mask],
+    # _padded_particles put particle i at (frame[i], slot[i]); boolean indexing walks frames in order.
+    refined = {"frame": np.sort(f, kind="stable"), "y": np.asarray(y0 + jnp.tanh(params["dy"]))[mask],
                "x": np.asarray(x0 + jnp.tanh(params["dx"]))[mask],
                "photons": np.asarray(jnp.exp(params["log_n"]))[mask]}
-    # _padded_particles put particle i at (frame[i], slot[i]); boolean indexing walks frames in order.
-    order = np.argsort(f, kind="stable")
-    refined["frame"] = f[order]
     # Priors from the significant particles only: the encoder's false positives (on background
     # structure or hot pixels) end up with few photons, and would drag the photon prior down and
     # the density up. Signal-to-noise of a spot: N / sqrt(N + b A), b the local background and
     # A = 1 / sum(psf^2) the PSF's noise-equivalent area in camera pixels.
-    psf_cam = np.asarray(pupil_psf_grid(micro.zernike_rad, **psf_kw))
+    psf_cam = np.asarray(pupil_psf_grid(micro.zernike_rad, **optics))
     m_ = psf_cam.shape[0] // optics["oversample"]
     psf_cam = psf_cam.reshape(m_, optics["oversample"], m_, optics["oversample"]).sum(axis=(1, 3))
     area = 1.0 / float(np.sum(psf_cam**2))
@@ -398,9 +394,7 @@ def generative_sampler(model: GenerativeModel, *, size: int = 40, max_emitters: 
     size = check_int(size, "size", minimum=8)
     if size > min(ny, nx):
         raise ValueError(f"argument 'size': {size} exceeds the fitted maps ({ny} x {nx})")
-    psf = pupil_psf_grid(micro.zernike_rad, **{k: opt[k] for k in ("na", "wavelength_nm", "pixel_size_nm",
-                                                                    "refractive_index", "oversample",
-                                                                    "psf_size")})
+    psf = pupil_psf_grid(micro.zernike_rad, **opt)
     bg, var = jnp.asarray(micro.background), jnp.asarray(micro.read_variance)
     density = (pri.density * (1 - density_spread), pri.density * (1 + density_spread))
     mean, sd = pri.log_photons_mean, pri.log_photons_sd

@@ -62,6 +62,7 @@ from jaxsr.nn.train import TrainConfig, TrainResult, fit
 from jaxsr.nn.unet import UNetConfig, unet_apply, unet_init
 from jaxsr.smlm.detect import as_movie
 from jaxsr.smlm.localize import Localizations, _excess, camera_counts
+from jaxsr.smlm.simulate import _profiles
 
 __all__ = [
     "LOCNET_CHANNELS", "LocNetSimulation", "LocNetBatch", "LocNetModel", "locnet_init", "locnet_simulate",
@@ -165,14 +166,6 @@ class LocNetBatch(NamedTuple):
     mask: jax.Array
     background: jax.Array
     expected: jax.Array
-
-
-def _profiles(centre, sigma, n):
-    """``(..., k, n)`` pixel-integrated Gaussian profiles (pixel ``m`` centred at ``m``)."""
-    m = jnp.arange(n, dtype=centre.dtype)
-    s = math.sqrt(2.0) * sigma[..., None]
-    d = m - centre[..., None]
-    return 0.5 * (jax.scipy.special.erf((d + 0.5) / s) - jax.scipy.special.erf((d - 0.5) / s))
 
 
 def _log_uniform(key, shape, lo, hi):
@@ -583,20 +576,6 @@ def _maps_jit(params, frames, unet, input_scale, photon_scale):
     return _outputs(params, frames, unet, input_scale, photon_scale)
 
 
-def _windows(counts: np.ndarray, half: int, before, after) -> np.ndarray:
-    """``(t, window, y, x)`` windows; missing neighbours repeat the first/last frame (or use ``before``/``after``)."""
-    parts = []
-    if half:
-        first = counts[:1] if before is None else before[None]
-        last = counts[-1:] if after is None else after[None]
-        padded = np.concatenate([np.repeat(first, half, axis=0), counts, np.repeat(last, half, axis=0)])
-    else:
-        padded = counts
-    for s in range(2 * half + 1):
-        parts.append(padded[s:s + counts.shape[0]])
-    return np.stack(parts, axis=1)
-
-
 def localize_net(
     frames: Any,
     *,
@@ -653,22 +632,24 @@ def localize_net(
     ny, nx = frames.shape[1:]
     if min(ny, nx) < 4:
         raise ValueError(f"argument 'frames': expected frames of at least 4 x 4 pixels, got {ny} x {nx}")
+    # Missing neighbours of the first and last frame: the given ones, else the frame itself.
+    edges = []
+    for name, a, own in (("before", before, frames[0]), ("after", after, frames[-1])):
+        a = own if a is None else as_float_array(a, name)
+        if a.shape != (ny, nx):
+            raise ValueError(f"argument '{name}': expected a ({ny}, {nx}) frame, got {tuple(a.shape)}")
+        edges.append(jnp.repeat(a[None].astype(frames.dtype), model.window // 2, axis=0))
+    padded = jnp.concatenate([edges[0], frames, edges[1]])
     if camera is None:
-        counts, f2, qe = frames, 1.0, 1.0
-        conv = lambda a: None if a is None else np.asarray(as_float_array(a, "before/after"), np.float32)  # noqa: E731
+        counts, f2, qe = padded, 1.0, 1.0
     else:
-        counts, _ = camera_counts(frames, camera=camera)
+        counts, _ = camera_counts(padded, camera=camera)
         f2, qe = _excess(camera), float(camera.qe)
-        conv = lambda a: None if a is None else np.asarray(  # noqa: E731
-            camera_counts(as_float_array(a, "before/after"), camera=camera)[0], np.float32)
     counts = np.asarray(counts, np.float32)
-    before, after = conv(before), conv(after)
-    for name, a in (("before", before), ("after", after)):
-        if a is not None and a.shape != (ny, nx):
-            raise ValueError(f"argument '{name}': expected a ({ny}, {nx}) frame, got {a.shape}")
     # Bound the activations (48 channels x 4 bytes per pixel at full resolution): at most 4 Mpixel a call.
     batch = max(1, min(batch, _PIXELS_PER_CALL // (ny * nx)))
-    windows = _windows(counts, model.window // 2, before, after)
+    t_frames = frames.shape[0]
+    windows = np.stack([counts[s:s + t_frames] for s in range(model.window)], axis=1)  # (t, window, y, x)
     cols: dict[str, list] = {}
     t_total = windows.shape[0]
     for start in range(0, t_total, batch):
