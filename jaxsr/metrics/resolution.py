@@ -1,8 +1,9 @@
-"""Image resolution from the data: Fourier ring correlation and decorrelation analysis.
+"""Image resolution from the data: Fourier ring/shell correlation and decorrelation analysis.
 
-NumPy (float64), for 2-D images with axis order ``(y, x)``. Results are in
-physical units: frequencies in cycles/nm and resolutions in nm, given the
-pixel size ``pixel_size_nm``.
+NumPy (float64), for 2-D images with axis order ``(y, x)``; :func:`frc` also
+takes 3-D volumes ``(z, y, x)`` with cubic voxels (Fourier shell correlation).
+Results are in physical units: frequencies in cycles/nm and resolutions in
+nm, given the pixel (voxel) size ``pixel_size_nm``.
 
 Apodisation. The image edges are tapered before any Fourier transform so that
 the jump between opposite edges (implicit in the periodic DFT) does not put a
@@ -10,6 +11,7 @@ bright cross on the frequency axes. :func:`frc` and :func:`frc_single` use a
 periodic ("DFT-even") Hann window: its DFT has exactly three non-zero taps,
 so the windowed spectrum is the original spectrum smoothed over +/-1
 frequency pixel and a sharp spectral cut-off moves by at most about one ring.
+For volumes the window is the same Hann window along each of the three axes.
 Flat-topped tapers (Tukey) leak more (their spectrum has slowly decaying
 side lobes) and shift the FRC crossing outwards by several rings on sharply
 band-limited data. :func:`decorrelation` follows Descloux et al. and tapers
@@ -30,21 +32,22 @@ __all__ = ["FRCResult", "DecorrelationResult", "frc", "frc_single", "decorrelati
 
 #: FRC thresholds accepted by :func:`frc` and :func:`frc_single`.
 _THRESHOLDS = ("1/7", "half-bit")
-#: The crossing search starts at this ring: ring 0 (DC) and rings 1-2, which
-#: hold only 1-12 frequency pixels each, are too noisy to decide anything.
+#: The crossing search starts at this ring (or shell): ring 0 (DC) and rings
+#: 1-2, which hold only 1-12 frequency pixels each (18-62 voxels for shells),
+#: are too noisy to decide anything.
 _FIRST_RING = 3
 
 
 class FRCResult(NamedTuple):
-    """Fourier ring correlation curve and the resolution read from it.
+    """Fourier ring (2-D) or shell (3-D) correlation curve and the resolution read from it.
 
     Attributes:
         resolution_nm: ``1 / crossing_frequency`` in nm; ``nan`` when the curve
             never falls below the threshold (``crossed`` is then False).
-        frequencies: ``(n_rings,)`` ring frequencies in cycles/nm, ring ``i`` at
-            ``i / (n * pixel_size_nm)``, from 0 to the Nyquist frequency.
-        curve: ``(n_rings,)`` FRC values in ``[-1, 1]``.
-        threshold_curve: ``(n_rings,)`` threshold per ring.
+        frequencies: ``(n_rings,)`` ring (shell) frequencies in cycles/nm, ring
+            ``i`` at ``i / (n * pixel_size_nm)``, from 0 to the Nyquist frequency.
+        curve: ``(n_rings,)`` FRC (FSC) values in ``[-1, 1]``.
+        threshold_curve: ``(n_rings,)`` threshold per ring (shell).
         crossing_frequency: first frequency (from ring 3 up) where the curve
             falls below the threshold, linearly interpolated between rings, in
             cycles/nm; ``nan`` when it never does.
@@ -87,9 +90,9 @@ class DecorrelationResult(NamedTuple):
 
 
 # --------------------------------------------------------------------- helpers
-def _as_image(x: Any, name: str) -> np.ndarray:
+def _as_image(x: Any, name: str, ndim: int | tuple[int, ...] = 2) -> np.ndarray:
     arr = _real_array(x, name)
-    check_ndim(arr, name, 2)
+    check_ndim(arr, name, ndim)
     check_finite(arr, name)
     return arr
 
@@ -104,10 +107,9 @@ def _check_bool(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def _centre_square(a: np.ndarray, side: int) -> np.ndarray:
-    y0 = (a.shape[0] - side) // 2
-    x0 = (a.shape[1] - side) // 2
-    return a[y0 : y0 + side, x0 : x0 + side]
+def _centre_crop(a: np.ndarray, side: int) -> np.ndarray:
+    """The central ``side x ... x side`` square (cube) of ``a``."""
+    return a[tuple(slice((s - side) // 2, (s - side) // 2 + side) for s in a.shape)]
 
 
 def _hann(n: int) -> np.ndarray:
@@ -125,14 +127,30 @@ def _edge_taper(n: int, border: int) -> np.ndarray:
     return w
 
 
-def _ring_index(n: int) -> np.ndarray:
-    """Integer ring index round(|k|) of each DFT sample of an n x n image (k in frequency pixels)."""
+def _hann_window(n: int, ndim: int) -> np.ndarray:
+    """Separable periodic Hann window on an n x ... x n grid (``ndim`` axes)."""
+    h = _hann(n)
+    window = h
+    for _ in range(ndim - 1):
+        window = np.multiply.outer(window, h)
+    return window
+
+
+def _ring_index(n: int, ndim: int = 2) -> np.ndarray:
+    """Integer ring (shell) index round(|k|) of each DFT sample of an n^ndim grid (k in frequency pixels)."""
     k = np.fft.fftfreq(n) * n
-    return np.rint(np.hypot(k[:, None], k[None, :])).astype(np.int64)
+    if ndim == 2:
+        return np.rint(np.hypot(k[:, None], k[None, :])).astype(np.int64)
+    # |k|^2 is a sum of squared integers (exact in float64); round(sqrt(m)) for an
+    # integer m is never a tie, so this matches np.hypot in 2-D as well.
+    k2 = np.zeros((n,) * ndim)
+    for axis in range(ndim):
+        k2 = k2 + (k**2).reshape((n,) + (1,) * (ndim - 1 - axis))
+    return np.rint(np.sqrt(k2)).astype(np.int64)
 
 
 def _ring_correlation(f1: np.ndarray, f2: np.ndarray, rings: np.ndarray, n_rings: int):
-    """Per-ring FRC of two spectra and the number of pixels per ring."""
+    """Per-ring (per-shell) correlation of two spectra and the number of pixels (voxels) per ring."""
     flat = rings.ravel()
     inside = flat < n_rings
     idx = flat[inside]
@@ -149,7 +167,7 @@ def _threshold_curve(threshold: str, counts: np.ndarray) -> np.ndarray:
     if threshold == "1/7":
         return np.full(counts.shape, 1.0 / 7.0)
     # Half-bit information threshold (van Heel & Schatz 2005, Eq. 17) with n
-    # the number of Fourier pixels in the ring.
+    # the number of Fourier pixels in the ring (voxels in the shell).
     root = np.sqrt(np.maximum(counts, 1.0))
     return (0.2071 + 1.9102 / root) / (1.2071 + 0.9102 / root)
 
@@ -191,7 +209,7 @@ def _prepare_for_fft(a: np.ndarray, window: np.ndarray | None, name: str) -> np.
 def frc(
     image1: Any, image2: Any, *, pixel_size_nm: Any, threshold: str = "1/7", apodize: bool = True
 ) -> FRCResult:
-    """Fourier ring correlation of two independent images of the same object.
+    """Fourier ring (2-D) or shell (3-D) correlation of two independent images of the same object.
 
     ``FRC(r) = Re sum_ring F1 F2* / sqrt(sum_ring |F1|^2 sum_ring |F2|^2)`` over
     rings of width one frequency pixel (ring ``i`` holds the DFT samples with
@@ -204,33 +222,47 @@ def frc(
     are ignored in that search; if ring 3 is already below the threshold the
     crossing is placed by interpolation from ring 2, or at ring 3.
 
-    Non-square images are cropped to their central ``n x n`` square,
-    ``n = min(ny, nx)``. A ring where either image has no power (possible only
-    for noise-free synthetic data) gets the value 0.
+    Volumes ``(z, y, x)`` give the Fourier shell correlation (FSC) by the same
+    rules: shells of width one frequency voxel (shell ``i`` holds the voxels
+    with ``round(|k|) = i``, ``|k|^2 = kz^2 + ky^2 + kx^2``), the Hann window
+    along all three axes, the half-bit threshold with the number of voxels per
+    shell, shells 0-2 skipped in the crossing search. Voxels must be cubic (one
+    ``pixel_size_nm`` for z, y and x): resample an anisotropic stack first.
+
+    Non-square images (non-cubic volumes) are cropped to their central
+    ``n x n`` square (``n x n x n`` cube), ``n`` = the smallest side. A ring
+    where either image has no power (possible only for noise-free synthetic
+    data) gets the value 0.
 
     Args:
-        image1: ``(y, x)`` image (at least 8 x 8).
-        image2: ``(y, x)`` second image of the same field with independent noise.
-        pixel_size_nm: pixel size in nm (positive scalar).
+        image1: ``(y, x)`` image (at least 8 x 8) or ``(z, y, x)`` volume (at
+            least 8 x 8 x 8).
+        image2: second image (volume) of the same field with independent noise,
+            same shape as ``image1``.
+        pixel_size_nm: pixel (cubic voxel) size in nm (positive scalar).
         threshold: ``"1/7"`` (fixed 0.143) or ``"half-bit"`` (van Heel & Schatz 2005,
-            with the number of pixels per ring).
+            with the number of pixels per ring or voxels per shell).
         apodize: taper the edges with a Hann window before the FFT.
 
     Returns:
         :class:`FRCResult` ``(resolution_nm, frequencies, curve, threshold_curve,
-        crossing_frequency, crossed)``; frequencies in cycles/nm.
+        crossing_frequency, crossed)``; frequencies in cycles/nm, ``n // 2 + 1``
+        rings (shells).
 
     Raises:
-        ValueError: an image not 2-D, smaller than 8 x 8, constant or with NaN;
-            shapes that differ; a non-positive pixel size; an unknown threshold.
+        ValueError: an image neither 2-D nor 3-D, smaller than 8 along an axis,
+            constant or with NaN; shapes that differ; a non-positive pixel size;
+            an unknown threshold.
         TypeError: a complex or non-numeric image or pixel size; a non-bool ``apodize``.
 
     References:
         W. O. Saxton and W. Baumeister, J. Microsc. 127, 127-138 (1982);
         R. P. J. Nieuwenhuizen et al., "Measuring image resolution in optical
         nanoscopy", Nat. Methods 10, 557-562 (2013) (the 1/7 threshold);
+        G. Harauz and M. van Heel, "Exact filters for general geometry three
+        dimensional reconstruction", Optik 73, 146-156 (1986) (FSC);
         M. van Heel and M. Schatz, "Fourier shell correlation threshold
-        criteria", J. Struct. Biol. 151, 250-262 (2005) (half-bit).
+        criteria", J. Struct. Biol. 151, 250-262 (2005) (half-bit, FSC).
 
     Example:
         >>> import numpy as np
@@ -239,23 +271,29 @@ def frc(
         >>> r = frc(a, a, pixel_size_nm=10.0)
         >>> r.crossed, r.frequencies.shape
         (False, (17,))
+        >>> v = rng.random((16, 16, 16))  # a volume: Fourier shell correlation
+        >>> r = frc(v, v, pixel_size_nm=10.0, threshold="half-bit")
+        >>> r.crossed, r.frequencies.shape
+        (False, (9,))
     """
-    a = _as_image(image1, "image1")
-    b = _as_image(image2, "image2")
+    a = _as_image(image1, "image1", (2, 3))
+    b = _as_image(image2, "image2", (2, 3))
     if a.shape != b.shape:
         raise ValueError(f"argument 'image2': shape {b.shape} does not match argument 'image1' of shape {a.shape}")
     px = _check_pixel_size(pixel_size_nm)
     check_choice(threshold, "threshold", _THRESHOLDS)
     apodize = _check_bool(apodize, "apodize")
+    ndim = a.ndim
     n = min(a.shape)
     if n < 8:
-        raise ValueError(f"argument 'image1': needs at least 8 x 8 pixels, got shape {a.shape}")
-    a, b = _centre_square(a, n), _centre_square(b, n)
-    window = np.outer(_hann(n), _hann(n)) if apodize else None
-    fa = np.fft.fft2(_prepare_for_fft(a, window, "image1"))
-    fb = np.fft.fft2(_prepare_for_fft(b, window, "image2"))
+        unit = "pixels" if ndim == 2 else "voxels"
+        raise ValueError(f"argument 'image1': needs at least {' x '.join(['8'] * ndim)} {unit}, got shape {a.shape}")
+    a, b = _centre_crop(a, n), _centre_crop(b, n)
+    window = _hann_window(n, ndim) if apodize else None
+    fa = np.fft.fftn(_prepare_for_fft(a, window, "image1"))
+    fb = np.fft.fftn(_prepare_for_fft(b, window, "image2"))
     n_rings = n // 2 + 1
-    curve, counts = _ring_correlation(fa, fb, _ring_index(n), n_rings)
+    curve, counts = _ring_correlation(fa, fb, _ring_index(n, ndim), n_rings)
     return _result(curve, counts, threshold, 1.0 / (n * px))
 
 
@@ -317,9 +355,9 @@ def frc_single(image: Any, *, pixel_size_nm: Any, threshold: str = "1/7", apodiz
     n = min(img.shape) // 2 * 2
     if n < 16:
         raise ValueError(f"argument 'image': needs at least 16 x 16 pixels, got shape {img.shape}")
-    img = _centre_square(img, n)
+    img = _centre_crop(img, n)
     m = n // 2
-    window = np.outer(_hann(m), _hann(m)) if apodize else None
+    window = _hann_window(m, 2) if apodize else None
     f = np.fft.fftfreq(m)  # cycles per sub-image pixel
     rings = _ring_index(m)
     n_rings = m // 2 + 1
