@@ -18,10 +18,12 @@ from jaxsr.cli import (
     demo,
     denoise,
     fit_psf,
+    fuse,
     localize,
     render,
     resolution,
     simulate,
+    simulate_particles,
     simulate_smlm,
     train_denoiser,
 )
@@ -38,6 +40,8 @@ SUBCOMMANDS = {
     "simulate-smlm": simulate_smlm,
     "localize": localize,
     "render": render,
+    "simulate-particles": simulate_particles,
+    "fuse": fuse,
 }
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError)

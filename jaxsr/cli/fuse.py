@@ -1,0 +1,185 @@
+"""Fuse SMLM particles (point clouds) into one super-particle and measure it.
+
+Reads INPUT (a .mat file in the smlm_datafusion / joint-registration layout, or
+a CSV table with a particle column, x [nm], y [nm], optional z [nm] and
+uncertainty [nm] / uncertainty_z [nm]), registers every particle to a dynamic
+template (jaxsr.fusion.fuse: multi-start grid search over rotations, then
+refinement; --symmetry/--flip impose a known symmetry, --inplane restricts 3D
+rotations to the plane) and writes into --out: fused.csv (every localization in
+the fused frame, with its particle and an inlier flag), poses.csv (one pose per
+particle), fused.png (the fused inliers: xy, or in 3D xy, xz and the two
+z-halves) and summary.json (options, history, ring measurements, FRC of two
+halves). Nothing is written if one of these files exists, unless --overwrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from jaxsr.cli._common import output_dir, positive_float, positive_int, require_input
+
+HELP = "fuse SMLM particles (.mat or CSV) into one super-particle"
+
+FILES = ("fused.csv", "poses.csv", "fused.png", "summary.json")
+FRC_PIXEL_NM = 2.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="particles: .mat (points/sigma per particle) or .csv (particle, x [nm], y [nm], ...)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--symmetry", type=positive_int, default=1, metavar="N",
+                   help="known n-fold rotational symmetry used as a prior (default 1 = none; 8 for nuclear pores)")
+    p.add_argument("--flip", action="store_true", help="3D: the structure also has the up/down flip (pores)")
+    p.add_argument("--inplane", action="store_true", help="3D: particles lie in the plane (rotations about z)")
+    p.add_argument("--iterations", type=positive_int, default=5, metavar="N", help="template iterations (default 5)")
+    p.add_argument("--init", choices=["grid"], default="grid",
+                   help="initial poses: multi-start grid search over rotations (default grid)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed, picks the seed particles (default 0)")
+    p.add_argument("--sigma", type=positive_float, default=None, metavar="NM",
+                   help="localization uncertainty, nm, for files without uncertainty columns")
+    p.add_argument("--pixel-size", type=positive_float, default=1.0, metavar="NM",
+                   help="pixel of fused.png, nm (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace files of an earlier run")
+
+
+def _read(args: argparse.Namespace):
+    from jaxsr.fusion import read_particles
+
+    try:
+        return read_particles(args.input, default_sigma_nm=args.sigma)
+    except ValueError as err:
+        message = str(err).replace("argument 'path': ", "").replace("pass default_sigma_nm", "pass --sigma NM")
+        raise ValueError(f"INPUT: {message}") from None
+
+
+def _check_render_size(particles, pixel_size_nm: float) -> None:
+    """Refuse a --pixel-size that would make fused.png huge, before the fusion runs (the fused particle
+    is about as large as the centred input particles)."""
+    from jaxsr.fusion import centre_particles
+    from jaxsr.fusion.io import MAX_RENDER_PIXELS
+
+    centred, _ = centre_particles(particles)
+    pts = np.asarray(centred.points)[np.asarray(centred.mask, bool)]
+    extent = float(np.percentile(np.linalg.norm(pts, axis=1), 99.5)) + 10.0
+    n_bins = int(np.ceil(2 * extent / pixel_size_nm))
+    if n_bins > MAX_RENDER_PIXELS:
+        raise ValueError(f"--pixel-size: {pixel_size_nm:g} nm gives about {n_bins} pixels across the fused "
+                         f"particle (at most {MAX_RENDER_PIXELS}); use a larger pixel")
+
+
+@contextlib.contextmanager
+def _progress():
+    """Show the fusion's per-iteration log lines on stderr when it is a terminal."""
+    logger = logging.getLogger("jaxsr.fusion.fuse")
+    if not sys.stderr.isatty():
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def _num(x: float | None, fmt: str = ".1f", unit: str = " nm") -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:{fmt}}{unit}"
+
+
+def run(args: argparse.Namespace) -> int:
+    import jax
+
+    from jaxsr.fusion import (
+        fuse,
+        fusion_frc,
+        render_fusion_png,
+        ring_measurements,
+        write_fusion_csv,
+        write_poses_csv,
+    )
+    from jaxsr.io import write_json
+
+    require_input(args.input, "INPUT")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise FileExistsError(f"--out: exists and is not a folder: {args.out}")
+    paths = {name: os.path.join(args.out, name) for name in FILES}
+    for path in paths.values():
+        if os.path.exists(path) and not args.overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    particles = _read(args)
+    if particles.dim == 2 and (args.flip or args.inplane):
+        flag = "--flip" if args.flip else "--inplane"
+        raise ValueError(f"{flag}: only for 3D particles; {args.input} holds 2D particles")
+    if particles.n_particles < 2:
+        raise ValueError(f"INPUT: fusion needs at least 2 particles, {args.input} holds {particles.n_particles}")
+    counts = particles.counts
+    print(f"read {particles.n_particles} {particles.dim}D particles from {args.input}: {int(counts.sum())} "
+          f"localizations ({int(counts.min())}-{int(counts.max())} per particle)")
+    _check_render_size(particles, args.pixel_size)
+    out = output_dir(args.out, overwrite=args.overwrite)
+
+    t0 = time.perf_counter()
+    with _progress():
+        result = fuse(jax.random.key(args.seed), particles, symmetry=args.symmetry, flip=args.flip,
+                      inplane=args.inplane, n_iter=args.iterations)
+    seconds = time.perf_counter() - t0
+
+    inl = np.asarray(result.inliers, bool)
+    mask = np.asarray(particles.mask, bool)
+    fused_inliers = np.asarray(result.points)[mask & inl[:, None]]
+    ring = None
+    if args.symmetry > 1:
+        try:
+            ring = ring_measurements(fused_inliers)._asdict()
+        except ValueError:
+            ring = None
+    try:
+        frc = fusion_frc(np.asarray(result.points)[inl], mask[inl], pixel_size_nm=FRC_PIXEL_NM)
+        frc_nm = float(frc.resolution_nm) if frc.crossed else None
+        frc_text = _num(frc_nm) if frc.crossed else "not reached (curve stays above 1/7)"
+    except (ValueError, FloatingPointError, MemoryError) as err:
+        frc_nm, frc_text = None, f"n/a ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    mean_corr = float(np.mean(np.asarray(result.correlation)[inl]))
+
+    render_fusion_png(paths["fused.png"], result, particles, pixel_size_nm=args.pixel_size,
+                      overwrite=args.overwrite)
+    write_fusion_csv(paths["fused.csv"], result, particles, overwrite=args.overwrite)
+    write_poses_csv(paths["poses.csv"], result, particles, overwrite=args.overwrite)
+    summary = {
+        "input": os.path.abspath(args.input),
+        "options": {"symmetry": args.symmetry, "flip": args.flip, "inplane": args.inplane,
+                    "iterations": args.iterations, "init": args.init, "seed": args.seed, "sigma_nm": args.sigma,
+                    "pixel_size_nm": args.pixel_size},
+        "dim": particles.dim,
+        "n_particles": particles.n_particles,
+        "n_localizations": int(counts.sum()),
+        "n_inliers": int(inl.sum()),
+        "mean_correlation": mean_corr,
+        "history": result.history,
+        "ring": ring,
+        "frc_resolution_nm": frc_nm,
+        "frc_pixel_size_nm": FRC_PIXEL_NM,
+        "seconds": seconds,
+    }
+    write_json(paths["summary.json"], summary, overwrite=args.overwrite, nonfinite="null")
+
+    print(f"fused {particles.n_particles} particles in {seconds:.1f} s ({len(result.history)} iterations): "
+          f"{int(inl.sum())} inliers, mean correlation {mean_corr:.3f}")
+    if ring is not None:
+        print(f"ring: radius {_num(ring['radius_nm'])}, separation {_num(ring['ring_separation_nm'])}, "
+              f"{ring['n_corners']} corners (contrast {ring['symmetry_contrast']:.2f})")
+    print(f"FRC resolution (two halves of the inliers, 1/7): {frc_text}")
+    print(f"wrote {', '.join(FILES)} to {os.path.abspath(out)}/")
+    return 0

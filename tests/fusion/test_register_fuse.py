@@ -1,0 +1,154 @@
+"""Registration and fusion on simulated particles: known poses recovered, outliers flagged, ring geometry measured."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxsr import fusion as F
+
+
+def _errors(rot_est, sim, group):
+    return F.pose_errors(rot_est, sim.rotations, group=group)[0]
+
+
+def test_simulated_particles_have_the_requested_statistics(key):
+    sites = F.npc_sites()
+    sim = F.simulate_particles(key, sites, n_particles=400, labelling=0.4, locs_per_site=2.0,
+                               precision_nm=(3.0, 9.0), precision_spread=0.0, shift_nm=0.0)
+    p = sim.particles
+    idx = sim.site_index
+    real = np.asarray(p.mask)
+    # labelled fraction: distinct sites per particle / 32 ~ DOL (binomial mean)
+    labelled = np.array([len(np.unique(i[i >= 0])) for i in idx]) / len(sites)
+    assert abs(labelled.mean() - 0.4) < 3 * np.sqrt(0.4 * 0.6 / (32 * 400))
+    # 1 + Poisson(1) localizations per labelled site
+    assert abs(real.sum() / (labelled.sum() * len(sites)) - 2.0) < 0.05
+    # residuals in the camera frame are N(0, sigma) per axis
+    clean = np.einsum("pij,pnj->pni", sim.rotations, sites[np.maximum(idx, 0)])
+    z = ((np.asarray(p.points) - clean) / np.asarray(p.sigma))[real]
+    np.testing.assert_allclose(z.std(0), 1.0, atol=0.03)
+    np.testing.assert_allclose(np.asarray(p.sigma)[real][0], [3.0, 3.0, 9.0])
+    # rotations uniform: E[R] = 0
+    assert np.abs(sim.rotations.mean(0)).max() < 0.08
+
+
+def test_ring_measurements_of_the_exact_structure():
+    m = F.ring_measurements(np.repeat(F.npc_sites(radius_nm=50.0, ring_separation_nm=40.0), 4, axis=0))
+    np.testing.assert_allclose(m.radius_nm, 50.0, rtol=1e-9)
+    np.testing.assert_allclose(m.ring_separation_nm, 40.0, rtol=1e-6)
+    assert m.n_corners == 8
+    a = np.arange(24) * 2 * np.pi / 6
+    m2 = F.ring_measurements(np.c_[40 * np.cos(a), 40 * np.sin(a)])
+    assert m2.n_corners == 6 and np.isnan(m2.ring_separation_nm)
+
+
+def test_pose_errors_are_zero_modulo_symmetry_and_frame(rng):
+    g = F.symmetry_group(8, flip=True)
+    q = F.so3_grid(20)
+    frame = F.so3_grid(7)[3]
+    # estimated poses: frame @ S_p @ Q_p^T for random symmetry elements S_p
+    s = g[rng.integers(0, len(g), 20)]
+    est = frame @ np.swapaxes(q @ s, 1, 2)
+    err, f = F.pose_errors(est, q, group=g)
+    assert err.max() < 1e-5
+    est[0] = F.so3_exp(np.array([0.0, 0.2, 0.0])) @ est[0]   # one particle off by 0.2 rad about y
+    err, _ = F.pose_errors(est, q, group=g)
+    assert abs(err[0] - np.degrees(0.2)) < 1e-3 and err[1:].max() < 1e-5
+
+
+def test_registration_recovers_known_poses_2d(key):
+    sites = F.origami_sites()
+    sim = F.simulate_particles(key, sites, n_particles=16, labelling=0.9, locs_per_site=4.0, precision_nm=3.0)
+    centred, _ = F.centre_particles(sim.particles)
+    tmpl = F.GMM(sites.astype(np.float32), np.broadcast_to(np.eye(2, dtype=np.float32), (12, 2, 2)).copy(),
+                 np.full(12, 1 / 12, np.float32))
+    reg = F.register_particles(centred, tmpl, blur_nm=(8.0, 4.0, 0.0), steps=15)
+    err = _errors(reg.rotations, sim, F.symmetry_group(2, dim=2))
+    assert np.mean(err < 3.0) >= 15 / 16, np.sort(err)
+    # the translation undoes the centroid shift: moved particle sits on the template
+    moved = np.einsum("pij,pnj->pni", reg.rotations, centred.points) + reg.translations[:, None]
+    near = np.min(np.linalg.norm(moved[..., None, :] - sites[None, None], axis=-1), -1)[np.asarray(centred.mask)]
+    assert np.median(near) < 4.0
+
+
+def test_registration_recovers_a_noise_free_asymmetric_pose_3d(rng):
+    pts = rng.normal(size=(40, 3)) * np.array([30.0, 20.0, 10.0])
+    pts -= pts.mean(0)
+    true = F.so3_exp(np.array([1.2, -2.0, 0.5]))
+    particle = F.make_particles([pts @ np.asarray(true).T], 2.0)
+    tmpl = F.GMM(pts.astype(np.float32), np.broadcast_to(4.0 * np.eye(3, dtype=np.float32), (40, 3, 3)).copy(),
+                 np.full(40, 1 / 40, np.float32))
+    reg = F.register_particles(particle, tmpl, grid=F.rotation_grid(300, dim=3), n_starts=4, steps=20)
+    angle = F.rotation_angle(reg.rotations[0] @ np.asarray(true))
+    assert np.degrees(angle) < 0.5
+    assert reg.correlation[0] > 0.95
+
+
+def test_fusion_2d_origami_registers_and_rejects_outliers(key):
+    k1, k2, k3 = jax.random.split(key, 3)
+    sites = F.origami_sites()
+    sim = F.simulate_particles(k1, sites, n_particles=40, labelling=0.8, locs_per_site=4.0, precision_nm=3.0)
+    junk = F.simulate_particles(k2, np.array([[0.0, 0.0], [45.0, 0.0]]), n_particles=4, labelling=1.0,
+                                locs_per_site=8.0, precision_nm=3.0)
+    both = F.make_particles(
+        [p[m] for p, m in zip(np.concatenate([sim.particles.points, _pad(junk.particles.points, sim)]),
+                              np.concatenate([sim.particles.mask, _pad(junk.particles.mask, sim)]))],
+        [s[m] for s, m in zip(np.concatenate([sim.particles.sigma, _pad(junk.particles.sigma, sim)]),
+                              np.concatenate([sim.particles.mask, _pad(junk.particles.mask, sim)]))])
+    res = F.fuse(k3, both, n_iter=3, symmetry=2, blur_nm=(8.0, 4.0, 0.0), steps=15, grid_size=36)
+    err = _errors(res.rotations[:40], sim, F.symmetry_group(2, dim=2))
+    assert np.mean(err < 5.0) >= 0.9, np.sort(err)
+    assert not res.inliers[40:].any(), res.correlation[40:]
+    assert res.inliers[:40].mean() >= 0.9
+
+
+def test_fusion_frc_tracks_localization_precision(key):
+    """Halves of a dense, perfectly aligned point cloud: the FRC resolution grows with the precision."""
+    res = []
+    for prec in (1.5, 4.0):
+        sim = F.simulate_particles(key, F.origami_sites(), n_particles=200, labelling=1.0, locs_per_site=20.0,
+                                   precision_nm=prec, rotations="none", shift_nm=0.0)
+        res.append(F.fusion_frc(sim.particles.points, sim.particles.mask, pixel_size_nm=1.0, extent_nm=50.0))
+    assert res[0].crossed and res[1].crossed
+    assert res[0].resolution_nm < res[1].resolution_nm
+
+
+def _pad(a, sim):
+    n = np.shape(sim.particles.points)[1]
+    a = np.asarray(a)
+    if a.shape[1] >= n:
+        return a[:, :n]
+    pad = [(0, 0), (0, n - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
+    return np.pad(a, pad, constant_values=1 if a.dtype != bool else False)
+
+
+def test_symmetry_frame_finds_a_tilted_axis(rng):
+    sites = F.npc_sites()
+    tilt = np.asarray(F.so3_exp(np.array([0.5, 0.3, 0.2])), np.float64)
+    moved = sites @ tilt.T
+    tmpl = F.GMM(moved.astype(np.float32), np.broadcast_to(9.0 * np.eye(3, dtype=np.float32), (32, 3, 3)).copy(),
+                 np.full(32, 1 / 32, np.float32))
+    frame = F.symmetry_frame(tmpl, n_fold=8, flip=True)
+    axis = frame @ tilt @ np.array([0.0, 0.0, 1.0])
+    assert np.degrees(np.arccos(min(abs(axis[2]), 1.0))) < 1.5
+    back = moved @ frame.T
+    err = F.pose_errors((frame @ tilt)[None], np.eye(3)[None], group=F.symmetry_group(8, flip=True))[0]
+    assert back.shape == sites.shape and err[0] < 2.0
+
+
+def test_bad_input(key):
+    sim = F.simulate_particles(key, F.origami_sites(), n_particles=3)
+    tmpl = F.GMM(np.zeros((1, 3), np.float32), np.eye(3, dtype=np.float32)[None], np.ones(1, np.float32))
+    with pytest.raises(ValueError, match="template"):
+        F.register_particles(sim.particles, tmpl)
+    with pytest.raises(ValueError, match="n_starts"):
+        F.register_particles(sim.particles, F.GMM(np.zeros((1, 2)), np.eye(2)[None], np.ones(1)),
+                             grid=F.rotation_grid(4, dim=2), n_starts=5)
+    with pytest.raises(ValueError, match="flip"):
+        F.fuse(key, sim.particles, flip=True)
+    with pytest.raises(ValueError, match="particles"):
+        F.fuse(key, sim.particles.subset([0]))
+    with pytest.raises(ValueError, match="labelling"):
+        F.simulate_particles(key, F.origami_sites(), n_particles=3, labelling=0.0)
+    with pytest.raises(ValueError, match="sites"):
+        F.simulate_particles(key, np.zeros((3, 4)), n_particles=3)
