@@ -12,7 +12,7 @@ Used qualified (``jaxsr.fusion.fuse``), like :mod:`jaxsr.smlm`.
 - :mod:`jaxsr.fusion.simulate`: nuclear pores and DNA-origami grids as sparse, noisy point clouds.
 """
 
-from jaxsr.fusion.fuse import FusionResult, apply_poses, build_template, fuse, symmetry_frame
+from jaxsr.fusion.fuse import FusionResult, apply_poses, build_template, fuse, symmetry_frame, synchronise_poses
 from jaxsr.fusion.gmm import GMM, gmm_correlation, gmm_log_overlap, particle_gmm, reduce_gmm, transform_gmm
 from jaxsr.fusion.io import (
     read_particles,
@@ -53,7 +53,7 @@ __all__ = [
     "so3_grid", "so2_grid", "sphere_grid", "symmetry_group",
     "GMM", "particle_gmm", "transform_gmm", "gmm_log_overlap", "gmm_correlation", "reduce_gmm",
     "COSTS", "Registration", "register_particles", "rotation_grid", "pad_gmm",
-    "FusionResult", "fuse", "build_template", "symmetry_frame", "apply_poses",
+    "FusionResult", "fuse", "build_template", "symmetry_frame", "apply_poses", "synchronise_poses",
     "pose_errors", "RingMeasurement", "ring_measurements", "fusion_frc", "render_points_nd",
     "ParticleSimulation", "npc_sites", "origami_sites", "simulate_particles",
     "read_particles", "write_particles_csv", "write_fusion_csv", "write_poses_csv", "write_truth_csv",

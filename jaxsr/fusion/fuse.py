@@ -3,11 +3,13 @@
 Algorithm (:func:`fuse`):
 
 1. Every particle is centred on its centroid.
-2. **Seed**: ``n_seed`` particles drawn at random are registered all-to-all; the
-   one that fits the others best (the medoid) becomes the reference, the seeds are
-   aligned to it and averaged into the first template. A single random particle
-   as the first template is fragile (it may be poorly labelled); the medoid of a
-   small all-to-all set is not.
+2. **Seed**: ``n_seed`` particles drawn from the best-labelled quarter are registered
+   all-to-all, and their poses are averaged (:func:`synchronise_poses`: spectral rotation
+   synchronisation that drops inconsistent pairs); the consistent half seeds the first
+   template. A single random particle as the first template is fragile (it may be poorly
+   labelled). For 3D particles with a symmetry the seed is the medoid of the all-to-all set
+   (the particle that fits the others best), as synchronisation modulo a 3D point group is
+   not implemented.
 3. **Dynamic template**: every particle is registered to the template
    (:func:`jaxsr.fusion.register_particles`: multi-start grid + refinement, with
    the previous pose as an extra start), poorly fitting particles are rejected
@@ -46,9 +48,9 @@ from jaxsr.fusion.gmm import GMM, gmm_log_overlap, reduce_gmm
 from jaxsr.fusion.measure import pose_errors
 from jaxsr.fusion.particles import Particles, centre_particles
 from jaxsr.fusion.register import COSTS, Registration, pad_gmm, register_particles, rotation_grid
-from jaxsr.fusion.rotations import so3_exp, sphere_grid, symmetry_group
+from jaxsr.fusion.rotations import rotation_angle, so3_exp, sphere_grid, symmetry_group
 
-__all__ = ["FusionResult", "fuse", "build_template", "symmetry_frame", "apply_poses"]
+__all__ = ["FusionResult", "fuse", "build_template", "symmetry_frame", "apply_poses", "synchronise_poses"]
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +230,114 @@ def _pose_change_deg(r_old: np.ndarray, r_new: np.ndarray, group: np.ndarray | N
     return pose_errors(r_new, np.swapaxes(r_old, -1, -2), group=group)[0]
 
 
+def synchronise_poses(
+    rotations: Any, translations: Any, weights: Any, *, n_fold: int = 1, n_reweight: int = 5,
+    inlier_deg: float = 10.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Absolute poses from pairwise registrations (rotation averaging / synchronisation).
+
+    ``rotations[i, j]``, ``translations[i, j]`` register particle ``i`` onto particle
+    ``j`` (``x_j ~ R_ij x_i + t_ij``). Absolute poses ``(A_i, b_i)`` into a common
+    frame satisfy ``A_j R_ij = A_i`` and ``A_j t_ij + b_j = b_i``. Rotations come
+    from the leading eigenvectors of the weighted pairwise matrix (spectral
+    synchronisation; in 2D the complex numbers ``exp(i n theta_ij)``, which also
+    removes an ``n``-fold symmetry, in 3D the 3 x 3 blocks ``R_ij``), refined by
+    ``n_reweight`` rounds that keep only the pairs consistent within ``inlier_deg``
+    (a wrong pairwise registration is inconsistent with the rest); translations by
+    weighted least squares over the consistent pairs.
+
+    Args:
+        rotations: ``(P, P, d, d)``. translations: ``(P, P, d)`` nm. weights: ``(P, P)`` >= 0
+            (0 = no measurement).
+        n_fold: rotational symmetry about z (2D only; 3D needs 1).
+        n_reweight: consistency rounds.
+        inlier_deg: a pair is consistent when its rotation agrees with the averaged poses within this.
+
+    Returns:
+        ``(A (P, d, d), b (P, d), residual_deg (P,))`` with ``residual_deg`` each particle's
+        median disagreement with its pairs (large = a particle that fits nothing).
+
+    References:
+        A. Singer, "Angular synchronization by eigenvectors and semidefinite programming",
+        Appl. Comput. Harmon. Anal. 30, 20-36 (2011); H. Heydarian et al., Nat. Methods 15,
+        781-784 (2018) (all-to-all registration + rotation averaging for particle fusion).
+    """
+    r = np.asarray(rotations, np.float64)
+    t = np.asarray(translations, np.float64)
+    w0 = np.asarray(weights, np.float64).copy()
+    n_p, d = r.shape[0], r.shape[-1]
+    np.fill_diagonal(w0, 0.0)
+    w0 = 0.5 * (w0 + w0.T)
+    if d == 3 and n_fold != 1:
+        raise ValueError("argument 'n_fold': 3D synchronisation modulo a symmetry is not supported")
+    w = w0.copy()
+    if d == 2:
+        theta = np.arctan2(r[..., 1, 0], r[..., 0, 0])                    # theta_ij = alpha_i - alpha_j
+        z = np.exp(1j * n_fold * theta)
+    for _ in range(n_reweight + 1):
+        if d == 2:
+            h = w * z                                                     # H_ij = w e^{i n (a_i - a_j)}
+            h = 0.5 * (h + h.conj().T)
+            _, vec = np.linalg.eigh(h)
+            v = vec[:, -1] / np.maximum(np.abs(vec[:, -1]), 1e-12)
+            alpha = np.angle(v) / n_fold
+            a = np.stack([np.stack([np.cos(alpha), -np.sin(alpha)], -1),
+                          np.stack([np.sin(alpha), np.cos(alpha)], -1)], -2)
+        else:
+            big = np.zeros((3 * n_p, 3 * n_p))
+            for i in range(n_p):
+                for j in range(n_p):
+                    if w[i, j] > 0:
+                        big[3 * j:3 * j + 3, 3 * i:3 * i + 3] = w[i, j] * r[i, j]      # A_j^T A_i
+            big = 0.5 * (big + big.T)
+            _, vec = np.linalg.eigh(big)
+            m = np.swapaxes(vec[:, -3:].reshape(n_p, 3, 3), 1, 2)             # Q^T A_i, one frame Q
+            if np.mean(np.linalg.det(m)) < 0:                                  # Q a reflection: undo it
+                m = np.diag([1.0, 1.0, -1.0]) @ m
+            u, _, vt = np.linalg.svd(m)
+            fix = np.where(np.linalg.det(u @ vt) < 0, -1.0, 1.0)
+            u[:, :, -1] *= fix[:, None]
+            a = u @ vt
+        # consistency of every pair with the averaged poses: A_j R_ij A_i^T = identity (mod symmetry)
+        rel = np.einsum("jab,ijbc,idc->ijad", a, r, a)
+        if d == 2:
+            res = np.abs(np.angle(np.exp(1j * n_fold * np.arctan2(rel[..., 1, 0], rel[..., 0, 0])))) / n_fold
+        else:
+            res = rotation_angle(rel)
+        res = np.degrees(res)
+        w = np.where(res < inlier_deg, w0, 0.0)
+    # translations: b_i - b_j = A_j t_ij over the consistent pairs, sum of b = 0
+    rows, rhs = [], []
+    for i in range(n_p):
+        for j in range(n_p):
+            if w[i, j] > 0:
+                row = np.zeros(n_p)
+                row[i], row[j] = 1.0, -1.0
+                rows.append(np.sqrt(w[i, j]) * row)
+                rhs.append(np.sqrt(w[i, j]) * (a[j] @ t[i, j]))
+    rows.append(np.ones(n_p))
+    rhs.append(np.zeros(d))
+    b, *_ = np.linalg.lstsq(np.asarray(rows), np.asarray(rhs), rcond=None)
+    masked = np.where(w0 > 0, res, np.nan)
+    residual = np.nanmedian(np.where(np.eye(n_p, dtype=bool), np.nan, masked), axis=1)
+    return a, b, residual
+
+
+def _pairwise(register, template_from, parts: Particles, d: int):
+    """All-to-all registration of a few particles: ``(R (K, K, d, d), t (K, K, d), log_overlap (K, K))``,
+    entry ``[i, j]`` registering particle ``i`` onto particle ``j``."""
+    k = parts.n_particles
+    rots = np.zeros((k, k, d, d))
+    trans = np.zeros((k, k, d))
+    score = np.zeros((k, k))
+    eye = np.eye(d)[None]
+    for j in range(k):
+        ref = template_from(parts.subset([j]), Registration(eye, np.zeros((1, d)), None, None))
+        r = register(parts, ref)
+        rots[:, j], trans[:, j], score[:, j] = r.rotations, r.translations, r.log_overlap
+    return rots, trans, score
+
+
 def fuse(
     key: jax.Array,
     particles: Particles,
@@ -246,6 +356,7 @@ def fuse(
     blur_nm: Any = (20.0, 10.0, 5.0, 0.0),
     steps: int = 20,
     tol_deg: float = 0.2,
+    seed: str = "sync",
     cost: str = "likelihood",
     batch_size: int = 8,
 ) -> FusionResult:
@@ -267,6 +378,10 @@ def fuse(
         grid_size: start rotations (default 2000 on SO(3), 72 in 2D, 36 in-plane angles).
         n_starts, blur_nm, steps, cost, batch_size: see :func:`jaxsr.fusion.register_particles`.
         tol_deg: stop when the median pose change between iterations falls below this.
+        seed: ``"sync"``: the ``n_seed`` seed particles are registered all-to-all and their poses
+            averaged (:func:`synchronise_poses`); ``"medoid"``: the seed that fits the others
+            best is the reference. 3D particles with a symmetry always use the medoid
+            (synchronisation modulo a 3D point group is not implemented).
 
     Returns:
         :class:`FusionResult`.
@@ -293,6 +408,7 @@ def fuse(
     coarse_components = check_int(coarse_components, "coarse_components", minimum=1)
     tol_deg = real_float(tol_deg, "tol_deg")
     check_choice(cost, "cost", COSTS)
+    check_choice(seed, "seed", ("sync", "medoid"))
     if grid_size is None:
         grid_size = 72 if d == 2 else (36 if inplane else 2000)
     grid = rotation_grid(grid_size, dim=d, inplane=inplane)
@@ -316,21 +432,24 @@ def fuse(
         return build_template(subset, reg.rotations, reg.translations, use=use, group=sym, voxel_nm=voxel_nm,
                               max_components=max_components)
 
-    # --- seed: all-to-all on a random subset, medoid as reference ---------------------------------
+    # --- seed: all-to-all registration of a subset of well-labelled particles ------------------------
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
-    seed_idx = np.sort(rng.choice(n_p, size=n_seed, replace=False))
+    # seeds from the best-labelled quarter: a sparse particle is the most ambiguous reference
+    pool = np.argsort(-particles.counts, kind="stable")[: max(n_seed, n_p // 4)]
+    seed_idx = np.sort(rng.choice(pool, size=n_seed, replace=False))
     seeds = centred.subset(seed_idx)
-    eye = np.broadcast_to(np.eye(d), (n_seed, d, d))
-    scores = np.zeros((n_seed, n_seed))
-    seed_regs = []
-    for j in range(n_seed):
-        ref = template_from(seeds.subset([j]), Registration(eye[:1], np.zeros((1, d)), None, None))
-        r = register(seeds, ref)
-        seed_regs.append(r)
-        scores[:, j] = r.log_overlap
-    medoid = int(np.argmax(scores.sum(0) - np.diag(scores)))
-    template = template_from(seeds, seed_regs[medoid])
-    log.info("seed: %d particles, medoid %d", n_seed, int(seed_idx[medoid]))
+    pair_r, pair_t, pair_s = _pairwise(register, template_from, seeds, d)
+    if seed == "sync" and not (d == 3 and group is not None):
+        # rotation averaging: wrong pairwise registrations are inconsistent with the rest and dropped
+        weights = np.exp(pair_s - pair_s.max(axis=0, keepdims=True))           # relative fit per reference
+        a, b, resid = synchronise_poses(pair_r, pair_t, weights, n_fold=symmetry if d == 2 else 1)
+        use = resid <= np.median(resid)
+        template = template_from(seeds, Registration(a, b, None, None), use=use)
+        log.info("seed: %d particles synchronised, median residual %.1f deg", n_seed, float(np.median(resid)))
+    else:
+        medoid = int(np.argmax(pair_s.sum(0) - np.diag(pair_s)))
+        template = template_from(seeds, Registration(pair_r[:, medoid], pair_t[:, medoid], None, None))
+        log.info("seed: %d particles, medoid %d", n_seed, int(seed_idx[medoid]))
 
     rots = trans = None
     history: list[dict] = []

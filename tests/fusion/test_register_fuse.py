@@ -152,3 +152,28 @@ def test_bad_input(key):
         F.simulate_particles(key, F.origami_sites(), n_particles=3, labelling=0.0)
     with pytest.raises(ValueError, match="sites"):
         F.simulate_particles(key, np.zeros((3, 4)), n_particles=3)
+
+
+@pytest.mark.parametrize("dim,n_fold", [(2, 1), (2, 2), (3, 1)])
+def test_synchronise_poses_recovers_absolute_poses_despite_wrong_pairs(rng, dim, n_fold):
+    p = 16
+    grid = F.so2_grid(360) if dim == 2 else F.so3_grid(500)
+    a_true = grid[rng.integers(0, len(grid), p)]
+    b_true = rng.normal(size=(p, dim)) * 10
+    rel = np.einsum("jba,ibc->ijac", a_true, a_true)                          # A_j^T A_i
+    shift = np.einsum("jba,ijb->ija", a_true, b_true[:, None] - b_true[None])  # A_j^T (b_i - b_j)
+    wrong = rng.random((p, p)) < 0.2
+    rel = np.where(wrong[..., None, None], grid[rng.integers(0, len(grid), (p, p))], rel)
+    if n_fold == 2:   # a symmetric particle registers equally well turned by pi
+        turn = rng.random((p, p)) < 0.5
+        rel = np.where(turn[..., None, None], rel @ F.symmetry_group(2, dim=2)[1], rel)
+    a, b, resid = F.synchronise_poses(rel, shift, np.ones((p, p)), n_fold=n_fold)
+    group = F.symmetry_group(n_fold, dim=dim) if n_fold > 1 else None
+    err = F.pose_errors(a, np.swapaxes(a_true, 1, 2), group=group)[0]
+    assert err.max() < 1.5, err
+    if n_fold == 1:   # translations up to the common frame: A b_true + c
+        frame = a[0] @ a_true[0].T
+        mapped = b_true @ frame.T
+        np.testing.assert_allclose(b - b.mean(0), mapped - mapped.mean(0), atol=0.5)
+    with pytest.raises(ValueError, match="n_fold"):
+        F.synchronise_poses(np.broadcast_to(np.eye(3), (2, 2, 3, 3)), np.zeros((2, 2, 3)), np.ones((2, 2)), n_fold=2)
