@@ -48,7 +48,7 @@ from jaxsr.fusion.gmm import GMM, gmm_log_overlap, reduce_gmm
 from jaxsr.fusion.measure import pose_errors
 from jaxsr.fusion.particles import Particles, centre_particles
 from jaxsr.fusion.register import COSTS, Registration, pad_gmm, register_particles, rotation_grid
-from jaxsr.fusion.rotations import rotation_angle, so3_exp, sphere_grid, symmetry_group
+from jaxsr.fusion.rotations import _np_rotation_2d, rotation_angle, so3_exp, sphere_grid, symmetry_group
 
 __all__ = ["FusionResult", "fuse", "build_template", "symmetry_frame", "apply_poses", "synchronise_poses"]
 
@@ -281,8 +281,7 @@ def synchronise_poses(
             _, vec = np.linalg.eigh(h)
             v = vec[:, -1] / np.maximum(np.abs(vec[:, -1]), 1e-12)
             alpha = np.angle(v) / n_fold
-            a = np.stack([np.stack([np.cos(alpha), -np.sin(alpha)], -1),
-                          np.stack([np.sin(alpha), np.cos(alpha)], -1)], -2)
+            a = _np_rotation_2d(alpha)
         else:
             big = np.zeros((3 * n_p, 3 * n_p))
             for i in range(n_p):

@@ -47,9 +47,12 @@ def rotation_2d(angle: Any) -> jax.Array:
         >>> np.round(np.asarray(rotation_2d(np.pi / 2)), 6).tolist()
         [[0.0, -1.0], [1.0, 0.0]]
     """
-    a = as_float_array(angle, "angle")
-    c, s = jnp.cos(a), jnp.sin(a)
-    return jnp.stack([jnp.stack([c, -s], -1), jnp.stack([s, c], -1)], -2)
+    return _rotation_2d(as_float_array(angle, "angle"), jnp)
+
+
+def _rotation_2d(a: Any, xp: Any) -> Any:
+    c, s = xp.cos(a), xp.sin(a)
+    return xp.stack([xp.stack([c, -s], -1), xp.stack([s, c], -1)], -2)
 
 
 def _hat(v: jax.Array) -> jax.Array:
@@ -103,14 +106,7 @@ def quaternion_to_matrix(q: Any) -> jax.Array:
     q = as_float_array(q, "q")
     if q.shape[-1:] != (4,):
         raise ValueError(f"argument 'q': expected a last axis of length 4, got shape {tuple(q.shape)}")
-    q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    rows = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ]
-    return jnp.stack([jnp.stack(r, -1) for r in rows], -2)
+    return _quaternion_matrix(q, jnp)
 
 
 def matrix_to_quaternion(rotation: Any) -> np.ndarray:
@@ -143,19 +139,23 @@ def matrix_to_quaternion(rotation: Any) -> np.ndarray:
 
 
 def _np_rotation_2d(angle: np.ndarray) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    return np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+    return _rotation_2d(np.asarray(angle, np.float64), np)
 
 
-def _np_quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+def _quaternion_matrix(q: Any, xp: Any) -> Any:
+    """The rotation matrix of unit quaternions ``(w, x, y, z)``, with ``xp`` = ``numpy`` or ``jax.numpy``."""
+    q = q / xp.linalg.norm(q, axis=-1, keepdims=True)
     w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
     rows = [
         [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
         [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
         [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
     ]
-    return np.stack([np.stack(r, -1) for r in rows], -2)
+    return xp.stack([xp.stack(r, -1) for r in rows], -2)
+
+
+def _np_quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
+    return _quaternion_matrix(np.asarray(q, np.float64), np)
 
 
 def rotation_angle(rotation: Any) -> np.ndarray:
