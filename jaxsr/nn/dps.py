@@ -726,18 +726,32 @@ def train_dps(
     psf = (psf / jnp.sum(psf)).astype(images.dtype)
     params = unet_init(key, config=config, dtype=images.dtype)
 
-    def sample_batch(k):
-        kp, ka = jax.random.split(k)
-        return augment_d4(ka, *random_patches(kp, images, patch_size=p, batch_size=train.batch_size))
+    loss_fn, sample_batch = _dps_step_functions(config, p, train.batch_size, tuple(weights.items()))
+    meta = {"kind": "dps", "unet": config.to_dict(), "weights": weights, "psf_shape": list(psf.shape)}
+    # the images and the PSF are arguments of the compiled step: see _dps_step_functions
+    return fit(loss_fn, params, sample_batch, config=train, checkpoint_dir=checkpoint_dir, meta=meta,
+               evaluate=evaluate, callback=callback, data=images, hyper=psf)
 
-    def loss_fn(prm, batch, _k):
+
+@functools.lru_cache(maxsize=8)
+def _dps_step_functions(config: UNetConfig, patch_size: int, batch_size: int, weights: tuple):
+    """The loss ``(params, batch, key, psf)`` and the sampler ``(key, images)`` of :func:`train_dps`.
+
+    Cached per configuration and holding no arrays, so :func:`jaxsr.nn.train.fit` compiles the training
+    step once for every run on images and a PSF of the same shapes (e.g. :func:`dps_super_resolve` on
+    every frame of a series, one at a time).
+    """
+
+    def sample_batch(k, images):
+        kp, ka = jax.random.split(k)
+        return augment_d4(ka, *random_patches(kp, images, patch_size=patch_size, batch_size=batch_size))
+
+    def loss_fn(prm, batch, _k, psf):
         (x,) = batch
         out = unet_apply(prm, x, config=config)
-        return dps_loss(out, x, psf, **weights)
+        return dps_loss(out, x, psf, **dict(weights))
 
-    meta = {"kind": "dps", "unet": config.to_dict(), "weights": weights, "psf_shape": list(psf.shape)}
-    return fit(loss_fn, params, sample_batch, config=train, checkpoint_dir=checkpoint_dir, meta=meta,
-               evaluate=evaluate, callback=callback)
+    return loss_fn, sample_batch
 
 
 _apply_jit = jax.jit(unet_apply, static_argnames=("config",))

@@ -31,6 +31,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -196,15 +197,51 @@ def three_snet_data(key, on, off, *, ks=DEFAULT_KS, n_combinations=50, test_frac
     return ThreeSNetData(train_on, train_gt, wx, wy, scale, test_on, test_gt)
 
 
-def _sampler(data: ThreeSNetData, patch_size, batch_size):
-    s, n, ny, nx = data.on.shape
+def _check_patch(data: ThreeSNetData, patch_size):
+    ny, nx = data.on.shape[-2:]
     if min(ny, nx) < patch_size:
         raise ValueError(
             f"argument 'patch_size': {patch_size} is larger than the training region {(ny, nx)}"
         )
-    n_pairs = data.weights_x.shape[0]
 
-    def sample(key):
+
+def _mixture_loss(prediction, target, ground_truth, lam):
+    """:func:`three_snet_loss` for a finite, traced ``lam`` (a scalar array), with the same arithmetic."""
+    sup = jnp.mean(jnp.square(prediction - ground_truth))
+    selfsup = jnp.mean(jnp.square(prediction - target))
+    # times the reciprocal: what XLA made of the division by 1 + lam when lam was a constant
+    return (selfsup + lam * sup) * (1.0 / (1.0 + lam))
+
+
+@functools.lru_cache(maxsize=8)
+def _step_functions(config: UNetConfig, patch_size: int, batch_size: int, supervised: bool):
+    """The loss and the batch sampler of a 3Snet training, with the data (and ``lam``) as arguments.
+
+    Cached per configuration and holding no arrays, so :func:`jaxsr.nn.train.fit` compiles the training
+    step once per data shape for every finite ``lam`` (``loss_fn(params, batch, key, lam)``) and once for
+    ``lam = inf`` (``supervised``: ``loss_fn(params, batch, key)``, the supervised term alone): a sweep
+    over the 7 default ``lam`` compiles it twice, not 7 times. ``inf`` keeps its own step: in a step
+    shared with the mixture, XLA rounds its gradient differently (the output bias, by about 1e-7) from
+    the step it compiled for the constant ``lam = inf``; with two steps every ``lam`` trains to the same
+    bits as when ``lam`` was a constant.
+    """
+    net = UNet(config)
+
+    def predict(params, x):
+        return net.apply(params, x[..., None])[..., 0]
+
+    if supervised:
+        def loss_fn(params, batch, key):
+            x, y, g = batch
+            return three_snet_loss(predict(params, x), y, g, lam=math.inf)
+    else:
+        def loss_fn(params, batch, key, lam):
+            x, y, g = batch
+            return _mixture_loss(predict(params, x), y, g, lam)
+
+    def sample(key, data):
+        s, n, ny, nx = data.on.shape
+        n_pairs = data.weights_x.shape[0]
         ks, kp, ky, kx, ka = jax.random.split(key, 5)
         si = jax.random.randint(ks, (batch_size,), 0, s)
         pi = jax.random.randint(kp, (batch_size,), 0, n_pairs)
@@ -222,7 +259,7 @@ def _sampler(data: ThreeSNetData, patch_size, batch_size):
         x, y, g = jax.vmap(one)(si, pi, y0, x0)
         return augment_d4(ka, x, y, g)
 
-    return sample
+    return loss_fn, sample
 
 
 def _test_psnr(model: DenoiserModel, data: ThreeSNetData):
@@ -285,13 +322,9 @@ def train_3snet(
     if data is None:
         data = three_snet_data(k_data, on, off, ks=ks, n_combinations=n_combinations,
                                test_fraction=test_fraction, offset=offset)
-    sample = _sampler(data, train.patch_size, train.batch_size)
-    net = UNet(config)
-
-    def loss_fn(params, batch, key):
-        x, y, g = batch
-        pred = net.apply(params, x[..., None])[..., 0]
-        return three_snet_loss(pred, y, g, lam=lam)
+    _check_patch(data, train.patch_size)
+    supervised = math.isinf(lam)
+    loss_fn, sample = _step_functions(config, train.patch_size, train.batch_size, supervised)
 
     def make_model(params):
         return DenoiserModel(kind="3snet", unet=config, params=params, offset=float(offset),
@@ -308,8 +341,10 @@ def train_3snet(
         params = init.params
     meta = {"kind": "3snet", "unet": config.to_dict(), "lambda": "inf" if math.isinf(lam) else lam,
             "offset": float(offset), "init": None if init is None else init.info.get("fingerprint", "model")}
+    # data and lam are arguments of the compiled step, not constants: see _step_functions
     result = fit(loss_fn, params, sample, config=train, checkpoint_dir=checkpoint_dir, meta=meta,
-                 evaluate=evaluate, callback=callback)
+                 evaluate=evaluate, callback=callback, data=data._replace(test_on=None, test_ground_truth=None),
+                 hyper=None if supervised else lam)
     model = make_model(result.params)
     if result.history and "test_psnr" in result.history[-1]:
         model = model._replace_info(test_psnr=result.history[-1]["test_psnr"])

@@ -18,6 +18,7 @@ file is replaced in one rename, so a crash leaves the previous checkpoint) and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from pathlib import Path
@@ -219,6 +220,41 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
+def _optimizer_settings(config: TrainConfig) -> TrainConfig:
+    """The fields of ``config`` that :func:`make_optimizer` reads (the others set to their defaults)."""
+    return TrainConfig(steps=config.steps, learning_rate=config.learning_rate, schedule=config.schedule,
+                       grad_clip=config.grad_clip)
+
+
+def _jit_step(loss_fn, sample_batch, settings: TrainConfig, options: tuple):
+    """The jitted training step ``(params, opt_state, step, seed_key, data, hyper) -> (params, opt_state, loss, ok)``.
+
+    ``data`` goes to ``sample_batch`` and ``hyper`` to ``loss_fn`` only when they are
+    not ``None`` (the two calling conventions of :func:`fit`).
+    """
+    opt = make_optimizer(settings)
+
+    def step_fn(params, opt_state, i, seed_key, data, hyper):
+        kd, kl = jax.random.split(jax.random.fold_in(seed_key, i))
+        batch = sample_batch(kd) if data is None else sample_batch(kd, data)
+        extra = () if hyper is None else (hyper,)
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch, kl, *extra)
+        updates, new_opt = opt.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        ok = jnp.isfinite(loss) & _all_finite(grads)
+        # On a non-finite loss keep the previous state (so the caller still has good parameters).
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+        return keep(new_params, params), keep(new_opt, opt_state), loss, ok
+
+    return jax.jit(step_fn, compiler_options=dict(options) or None)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_step(loss_fn, sample_batch, settings: TrainConfig, options: tuple):
+    """:func:`_jit_step` kept across :func:`fit` calls (the ``data=`` convention: the functions hold no arrays)."""
+    return _jit_step(loss_fn, sample_batch, settings, options)
+
+
 def fit(
     loss_fn: Callable,
     params,
@@ -229,14 +265,18 @@ def fit(
     meta: dict | None = None,
     evaluate: Callable | None = None,
     callback: Callable | None = None,
+    data: Any = None,
+    hyper: Any = None,
 ) -> TrainResult:
     """Train ``params`` to minimise ``loss_fn`` on batches from ``sample_batch``.
 
     Args:
-        loss_fn: ``loss_fn(params, batch, key) -> scalar``, pure and jittable.
+        loss_fn: ``loss_fn(params, batch, key) -> scalar``, pure and jittable
+            (``loss_fn(params, batch, key, hyper)`` when ``hyper`` is given).
         params: initial parameter pytree (also the template when resuming).
         sample_batch: ``sample_batch(key) -> batch``, a pure, jittable function
-            of a PRNG key (data arrays closed over), e.g. built on
+            of a PRNG key (data arrays closed over; ``sample_batch(key, data)``
+            when ``data`` is given), e.g. built on
             :func:`jaxsr.nn.data.random_patches` and :func:`jaxsr.nn.data.augment_d4`.
         config: the :class:`TrainConfig`.
         checkpoint_dir: directory for checkpoints (created if missing); when it
@@ -250,6 +290,17 @@ def fit(
         callback: optional ``callback(info)`` after every step, ``info`` a dict
             with ``step``, ``steps``, ``loss`` and the latest evaluation metrics
             (for progress bars).
+        data: optional pytree of arrays the batches are drawn from, passed as
+            ``sample_batch(key, data)``: arguments of the compiled step, not
+            constants inside it. With ``data`` given, the compiled step is
+            reused by every call with the same ``loss_fn`` and ``sample_batch``
+            objects (which then must not close over arrays), the same optimiser
+            settings (``steps``, ``learning_rate``, ``schedule``, ``grad_clip``)
+            and arrays of the same shapes: whatever the data values, ``hyper``,
+            ``seed`` or initial parameters, it compiles once (e.g. a sweep over
+            a loss weight).
+        hyper: optional pytree of numbers passed as ``loss_fn(params, batch,
+            key, hyper)``, traced (e.g. a loss weight; not compiled in as a constant).
 
     Returns:
         :class:`TrainResult`.
@@ -299,20 +350,12 @@ def fit(
         write_json(directory / _CONFIG_FILE, full_meta, overwrite=True)
 
     seed_key = jax.random.key(config.seed)
-
-    def step_fn(params, opt_state, i):
-        kd, kl = jax.random.split(jax.random.fold_in(seed_key, i))
-        batch = sample_batch(kd)
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch, kl)
-        updates, new_opt = opt.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        ok = jnp.isfinite(loss) & _all_finite(grads)
-        # On a non-finite loss keep the previous state (so the caller still has good parameters).
-        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
-        return keep(new_params, params), keep(new_opt, opt_state), loss, ok
-
     # On the CPU the step is compiled with multi-threaded convolutions (see jaxsr/_xla_flags.py).
-    step_jit = jax.jit(step_fn, compiler_options=cpu_training_compiler_options() or None)
+    options = tuple(sorted(cpu_training_compiler_options().items()))
+    if data is None:  # sample_batch (and maybe loss_fn) close over the data: a step for this call alone
+        step_jit = _jit_step(loss_fn, sample_batch, _optimizer_settings(config), options)
+    else:
+        step_jit = _shared_step(loss_fn, sample_batch, _optimizer_settings(config), options)
     metrics: dict[str, float] = {}
     running = []
 
@@ -328,7 +371,8 @@ def fit(
     last_saved = step
     try:
         while step < config.steps:
-            new_params, new_opt, loss, ok = step_jit(params, opt_state, jnp.asarray(step, jnp.int32))
+            new_params, new_opt, loss, ok = step_jit(params, opt_state, jnp.asarray(step, jnp.int32), seed_key,
+                                                     data, hyper)
             loss = float(loss)
             if not bool(ok):
                 raise TrainingDiverged(

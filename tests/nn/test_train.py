@@ -1,6 +1,8 @@
 """Patch sampling, D4 augmentation and the resumable training loop."""
 
+import dataclasses
 import json
+import logging
 import math
 
 import jax
@@ -132,6 +134,34 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         fit(loss, {"w": jnp.zeros(())}, sample, config=cfg, checkpoint_dir=tmp_path)
     params, _, step, _, _ = load_train_state(tmp_path, params={"w": jnp.zeros(())}, config=cfg)
     assert 0 < step < 100 and math.isfinite(float(params["w"])) and float(params["w"]) < 3.0
+
+
+def _sample_around(key, w_true):
+    """The data= convention: the data (here the true weights) is an argument, the function module-level."""
+    x = jax.random.normal(key, (32, 3))
+    return x, x @ w_true
+
+
+def _weighted_loss(params, batch, key, weight):
+    x, y = batch
+    return weight * jnp.mean((x @ params["w"] - y) ** 2)
+
+
+def test_data_and_hyper_are_arguments_of_one_compiled_step(caplog):
+    cfg = TrainConfig(steps=100, learning_rate=0.05, schedule="constant", eval_every=25)
+    runs = [(jnp.array([1.5, -2.0, 0.5]), 1.0, 0), (jnp.array([0.5, 1.0, -1.0]), 3.0, 1),
+            (jnp.array([-1.0, 0.0, 2.0]), 0.5, 2)]
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        shared = [fit(_weighted_loss, {"w": jnp.zeros(3)}, _sample_around, config=dataclasses.replace(cfg, seed=seed),
+                      data=w, hyper=weight) for w, weight, seed in runs]
+    # other data values, loss weights and seeds: the step is compiled for the first run only
+    assert sum("Compiling jit(step_fn)" in r.getMessage() for r in caplog.records) == 1
+    for (w, weight, seed), r in zip(runs, shared):  # ... and trains as the same values closed over do
+        closed = fit(lambda p, b, k, weight=weight: _weighted_loss(p, b, k, weight), {"w": jnp.zeros(3)},
+                     lambda k, w=w: _sample_around(k, w), config=dataclasses.replace(cfg, seed=seed))
+        np.testing.assert_allclose(r.params["w"], closed.params["w"], rtol=1e-6)
+        np.testing.assert_allclose([h["loss"] for h in r.history], [h["loss"] for h in closed.history], rtol=1e-6)
+        assert r.history[-1]["loss"] < 0.1 * r.history[0]["loss"]
 
 
 def test_train_config_validation():
