@@ -12,11 +12,15 @@ Subpackages (each also importable on its own):
   (used qualified, ``jaxsr.nn.denoise``; not re-exported at the top level).
 - :mod:`jaxsr.smlm`: single-molecule localization: simulation, detection, MLE fitting with CRLB,
   SMLM Challenge evaluation (used qualified, ``jaxsr.smlm.localize``).
+- :mod:`jaxsr.fusion`: particle fusion: Gaussian-mixture particles, SO(3) registration, dynamic-template
+  fusion, FSC (used qualified, ``jaxsr.fusion.fuse``).
+- :mod:`jaxsr.parallel`: scale-out: items sharded over devices, one image across devices (halo
+  exchange), data larger than memory (Dask + Zarr) (used qualified, ``jaxsr.parallel.sharded_vmap``).
 
 Every public name of the other subpackages is also available at the top level, e.g. ``jaxsr.airy_psf_2d``.
 """
 
-from jaxsr import deconv, forward, io, metrics, nn, optics, simulate, smlm
+from jaxsr import deconv, forward, fusion, io, metrics, nn, optics, parallel, simulate, smlm
 from jaxsr._version import __version__
 from jaxsr.deconv import (
     BACKGROUNDS,
@@ -113,10 +117,12 @@ __all__ = [
     # subpackages
     "deconv",
     "forward",
+    "fusion",
     "io",
     "metrics",
     "nn",
     "optics",
+    "parallel",
     "simulate",
     # optics
     "bessel_j0",

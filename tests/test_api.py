@@ -15,11 +15,14 @@ import pytest
 import jaxsr
 
 PUBLIC = sorted(jaxsr.__all__)
-# jaxsr.nn and jaxsr.smlm keep their own namespaces (names like ``fit`` and ``denoise`` read better qualified); its
+# jaxsr.nn, jaxsr.smlm, jaxsr.fusion and jaxsr.parallel keep their own namespaces (names like ``fit`` and ``denoise`` read better qualified); its
 # public names follow the same conventions.
 OBJECTS = [(name, getattr(jaxsr, name)) for name in PUBLIC] + [
     (f"nn.{name}", getattr(jaxsr.nn, name)) for name in sorted(jaxsr.nn.__all__)
-] + [(f"smlm.{name}", getattr(jaxsr.smlm, name)) for name in sorted(jaxsr.smlm.__all__)]
+] + [
+    (f"{sub}.{name}", getattr(getattr(jaxsr, sub), name))
+    for sub in ("smlm", "fusion", "parallel") for name in sorted(getattr(jaxsr, sub).__all__)
+]
 
 
 def test_version():
@@ -32,7 +35,7 @@ def test_all_names_resolve():
         assert hasattr(jaxsr, name), name
 
 
-@pytest.mark.parametrize("sub", ["nn", "smlm"])
+@pytest.mark.parametrize("sub", ["nn", "smlm", "fusion", "parallel"])
 def test_qualified_subpackage_names_resolve(sub):
     module = getattr(jaxsr, sub)
     assert len(module.__all__) == len(set(module.__all__))

@@ -17,6 +17,7 @@ The pipeline of 3Snet-CLID (Xue et al., Nat. Commun. 2026):
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax.numpy as jnp
@@ -105,6 +106,31 @@ def clid_psf(model, *, na, wavelength_nm, pixel_size_nm, upsample=3, shape=None)
     return clid_bessel_psf(shape, na=na, wavelength_nm=wavelength_nm, pixel_size_nm=fine)
 
 
+def _clid_frame(frame, psf, bg, *, upsample, num_iter, accelerate, boundary, psf_shape):
+    """The fine-grid part of :func:`clid`: clip, upsample, RL, for clear ``(..., y, x)`` frames (``bg`` scalar
+    or ``(y, x)``, on the camera grid)."""
+    scale = 1.0 / (upsample * upsample)
+    fine = jnp.maximum(lanczos_upsample(jnp.maximum(frame, 0.0), upsample), 0.0) * scale
+    if bg.ndim == 2:
+        bg = jnp.maximum(lanczos_upsample(bg, upsample), 0.0)
+    bg_fine = (bg * scale).astype(fine.dtype)
+    return richardson_lucy(fine, psf, num_iter=num_iter, background=bg_fine, boundary=boundary,
+                           accelerate=accelerate, psf_shape=psf_shape)
+
+
+@functools.lru_cache(maxsize=16)
+def _sharded_clid(upsample, num_iter, accelerate, boundary, psf_shape, psf_fn, mesh):
+    """:func:`_clid_frame` sharded over the frames, ``run(frames (n, y, x), psf, bg)``; one compiled
+    function per settings and mesh (``psf_fn``: a callable PSF, else ``None`` and ``psf`` an array)."""
+    from jaxsr.parallel.batch import sharded_vmap  # noqa: PLC0415
+
+    def one(frame, psf, bg):
+        return _clid_frame(frame, psf_fn if psf_fn is not None else psf, bg, upsample=upsample, num_iter=num_iter,
+                           accelerate=accelerate, boundary=boundary, psf_shape=psf_shape)
+
+    return sharded_vmap(one, in_axes=(0, None, None), mesh=mesh)
+
+
 def clid(
     image,
     psf,
@@ -116,6 +142,7 @@ def clid(
     background=0.0,
     boundary="pad",
     psf_shape=None,
+    mesh=None,
 ):
     """CLID super-resolution: (denoise) -> clip negatives -> Lanczos upsample -> Richardson-Lucy.
 
@@ -147,6 +174,14 @@ def clid(
         psf_shape: static fine-grid shape a callable ``psf`` is evaluated on
             (default: the whole fine image; a support of a few FWHM keeps the
             FFT grid small). Only for a callable ``psf``.
+        mesh: ``None`` (default): one device, the frames batched together. A
+            :class:`jax.sharding.Mesh` with a ``"batch"`` axis
+            (:func:`jaxsr.parallel.batch.batch_mesh`): the frames (all leading axes,
+            flattened) are spread over its devices with
+            :func:`jaxsr.parallel.batch.sharded_vmap`, each device deconvolving its own
+            frames (padded to a multiple of the device count by repeating the last
+            frame); same result to float32 round-off. The ``denoiser`` still runs
+            once on the whole stack, before the frames are spread.
 
     Returns:
         ``(..., y * upsample, x * upsample)`` non-negative super-resolved image(s),
@@ -157,7 +192,7 @@ def clid(
         ValueError: rank < 2, an empty image, NaN/inf, non-positive
             ``upsample``/``num_iter``, an upsampled frame over 2**30 pixels
             (message names ``upsample``), a bad PSF, a denoiser output of the
-            wrong shape, a bad ``background``.
+            wrong shape, a bad ``background``, a ``mesh`` without a ``"batch"`` axis.
 
     References:
         Xue et al., "High-fidelity single-frame computational super-resolution
@@ -176,6 +211,10 @@ def clid(
     num_iter = check_int(num_iter, "num_iter", minimum=1)
     if not isinstance(accelerate, (bool, np.bool_)):
         raise TypeError(f"argument 'accelerate': expected a bool, got {type(accelerate).__name__}")
+    if mesh is not None:
+        from jaxsr.parallel.batch import check_mesh  # noqa: PLC0415 (jaxsr.parallel imports the methods)
+
+        check_mesh(mesh)
     if denoiser is not None and not callable(denoiser):
         raise TypeError(f"argument 'denoiser': expected a callable image -> image, got {type(denoiser).__name__}")
     image = as_float_array(image, "image")
@@ -193,7 +232,6 @@ def clid(
             f"argument 'background': expected a scalar or the image's (y, x) shape {tuple(image.shape[-2:])}, "
             f"got shape {tuple(bg.shape)}"
         )
-    scale = 1.0 / (upsample * upsample)
     if denoiser is not None:
         denoised = denoiser(image)
         if tuple(np.shape(denoised)) != tuple(image.shape):
@@ -203,11 +241,11 @@ def clid(
             )
         image = as_float_array(denoised, "denoiser")
         check_finite(image, "denoiser")
-    fine = jnp.maximum(lanczos_upsample(jnp.maximum(image, 0.0), upsample), 0.0) * scale
-    if bg.ndim == 2:
-        bg = jnp.maximum(lanczos_upsample(bg, upsample), 0.0)
-    bg_fine = (bg * scale).astype(fine.dtype)
-    return richardson_lucy(
-        fine, psf, num_iter=num_iter, background=bg_fine, boundary=boundary, accelerate=bool(accelerate),
-        psf_shape=psf_shape,
-    )
+    if mesh is not None:
+        lead, frame = image.shape[:-2], image.shape[-2:]
+        psf_arg = None if callable(psf) else psf
+        run = _sharded_clid(upsample, num_iter, bool(accelerate), boundary,
+                            None if psf_shape is None else tuple(psf_shape), psf if callable(psf) else None, mesh)
+        return run(image.reshape((-1, *frame)), psf_arg, bg).reshape((*lead, *(n * upsample for n in frame)))
+    return _clid_frame(image, psf, bg, upsample=upsample, num_iter=num_iter, accelerate=bool(accelerate),
+                       boundary=boundary, psf_shape=psf_shape)

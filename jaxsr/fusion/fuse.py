@@ -358,6 +358,7 @@ def fuse(
     seed: str = "sync",
     cost: str = "likelihood",
     batch_size: int = 8,
+    mesh: Any = None,
 ) -> FusionResult:
     """Fuse particles into one super-particle with a dynamic template.
 
@@ -375,7 +376,9 @@ def fuse(
         voxel_nm: template voxel (nm) of the first merge (:func:`jaxsr.fusion.reduce_gmm`).
         max_components, coarse_components: template sizes for refinement and for the grid search.
         grid_size: start rotations (default 2000 on SO(3), 72 in 2D, 36 in-plane angles).
-        n_starts, blur_nm, steps, cost, batch_size: see :func:`jaxsr.fusion.register_particles`.
+        n_starts, blur_nm, steps, cost, batch_size, mesh: see :func:`jaxsr.fusion.register_particles`
+            (``mesh``: the particles of every registration spread over the devices of a mesh with a
+            ``"batch"`` axis; ``None``, the default, keeps one device).
         tol_deg: stop when the median pose change between iterations falls below this.
         seed: ``"sync"``: the ``n_seed`` seed particles are registered all-to-all and their poses
             averaged (:func:`synchronise_poses`); ``"medoid"``: the seed that fits the others
@@ -414,15 +417,19 @@ def fuse(
     group = None
     if symmetry > 1 or flip:
         group = symmetry_group(symmetry, flip=flip, dim=d)
+    if mesh is not None:
+        from jaxsr.parallel.batch import check_mesh  # noqa: PLC0415 (jaxsr.parallel imports the methods)
+
+        check_mesh(mesh)
     reg_kw = dict(grid=grid, n_starts=min(n_starts, grid.shape[0]), blur_nm=blur_nm, steps=steps, cost=cost,
-                  batch_size=batch_size)
+                  batch_size=batch_size, mesh=mesh)
     centred, centroids = centre_particles(particles)
 
     def register(subset: Particles, template: GMM, starts=None) -> Registration:
         coarse = reduce_gmm(*template, voxel_nm=voxel_nm, max_components=coarse_components)
         # fixed padded sizes: every iteration (and the seed) reuses one compiled registration
-        template = pad_gmm(template, max(max_components, np.shape(template.weights)[0]))
-        coarse = pad_gmm(coarse, max(coarse_components, np.shape(coarse.weights)[0]))
+        template = pad_gmm(template, size=max(max_components, np.shape(template.weights)[0]))
+        coarse = pad_gmm(coarse, size=max(coarse_components, np.shape(coarse.weights)[0]))
         if starts is None:
             starts = np.broadcast_to(np.eye(d, dtype=np.float32), (subset.n_particles, 1, d, d))
         return register_particles(subset, template, coarse_template=coarse, starts=starts, **reg_kw)

@@ -86,7 +86,7 @@ def rotation_grid(n: int, *, dim: int, inplane: bool = False, flip: bool = True)
     return rz.astype(np.float32)
 
 
-def pad_gmm(gmm: GMM, size: int | None = None, *, multiple: int = 64) -> GMM:
+def pad_gmm(gmm: GMM, *, size: int | None = None, multiple: int = 64) -> GMM:
     """Pad a mixture with weight-0 components to ``size`` (default: the next multiple of ``multiple``)
     so that templates of slightly different sizes share one compiled registration."""
     m = int(np.shape(gmm.weights)[0])
@@ -175,34 +175,48 @@ def _refine(pts, sig2, logw, tmpl, start, blurs, *, steps, lr_rot, lr_shift_nm, 
     return rot, t, -loss
 
 
+def _register_one(pts, sig, msk, extra, grid_tmpl, tmpl, grid, blurs, lr_rot, lr_shift_nm, *, n_starts, steps, cost):
+    """The pose of one particle: grid scores, the best ``n_starts`` (plus ``extra``) refined, the best kept."""
+    m = msk.astype(pts.dtype)
+    logw = _log_weights(m / jnp.maximum(jnp.sum(m), 1.0))
+    sig2 = sig * sig
+    var = jnp.mean(sig2, -1)
+    scores = _grid_scores(pts, var, logw, grid_tmpl, grid, blurs[0], cost)
+    _, top = jax.lax.top_k(scores, n_starts)
+    cand = jnp.concatenate([grid[top], extra], 0)
+    rots, ts, vals = jax.vmap(
+        lambda s: _refine(pts, sig2, logw, tmpl, s, blurs, steps=steps, lr_rot=lr_rot, lr_shift_nm=lr_shift_nm,
+                          cost=cost)
+    )(cand)
+    vals = jnp.where(jnp.isfinite(vals), vals, -jnp.inf)
+    best = jnp.argmax(vals)
+    rot, t = rots[best], ts[best]
+    # quality: normalised correlation at the finest scale
+    means, covs = _moved(pts, sig2, rot, t)
+    moved = GMM(means, covs, jnp.exp(logw))
+    corr = gmm_correlation(moved, tmpl, blur_nm=blurs[-1])
+    return rot, t, vals[best], corr
+
+
 @functools.partial(jax.jit, static_argnames=("n_starts", "steps", "batch_size", "cost"))
 def _register_batch(points, sigma, mask, grid_tmpl, tmpl, grid, starts, blurs, lr_rot, lr_shift_nm, *,
                     n_starts, steps, batch_size, cost):
-    d = points.shape[-1]
-
     def one(args):
         pts, sig, msk, extra = args
-        m = msk.astype(pts.dtype)
-        logw = _log_weights(m / jnp.maximum(jnp.sum(m), 1.0))
-        sig2 = sig * sig
-        var = jnp.mean(sig2, -1)
-        scores = _grid_scores(pts, var, logw, grid_tmpl, grid, blurs[0], cost)
-        _, top = jax.lax.top_k(scores, n_starts)
-        cand = jnp.concatenate([grid[top], extra], 0)
-        rots, ts, vals = jax.vmap(
-            lambda s: _refine(pts, sig2, logw, tmpl, s, blurs, steps=steps, lr_rot=lr_rot, lr_shift_nm=lr_shift_nm,
-                              cost=cost)
-        )(cand)
-        vals = jnp.where(jnp.isfinite(vals), vals, -jnp.inf)
-        best = jnp.argmax(vals)
-        rot, t = rots[best], ts[best]
-        # quality: normalised correlation at the finest scale
-        means, covs = _moved(pts, sig2, rot, t)
-        moved = GMM(means, covs, jnp.exp(logw))
-        corr = gmm_correlation(moved, tmpl, blur_nm=blurs[-1])
-        return rot, t, vals[best], corr
+        return _register_one(pts, sig, msk, extra, grid_tmpl, tmpl, grid, blurs, lr_rot, lr_shift_nm,
+                             n_starts=n_starts, steps=steps, cost=cost)
 
     return jax.lax.map(one, (points, sigma, mask, starts), batch_size=batch_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _sharded_register(n_starts, steps, batch_size, cost, mesh):
+    """:func:`_register_one` over particles spread on the ``"batch"`` axis of ``mesh``, ``batch_size`` at a
+    time on each device (one compiled function per settings and mesh)."""
+    from jaxsr.parallel.batch import sharded_vmap  # noqa: PLC0415 (jaxsr.parallel imports the methods)
+
+    one = functools.partial(_register_one, n_starts=n_starts, steps=steps, cost=cost)
+    return sharded_vmap(one, in_axes=(0, 0, 0, 0) + (None,) * 6, mesh=mesh, batch_size=batch_size)
 
 
 def register_particles(
@@ -219,6 +233,7 @@ def register_particles(
     lr_shift_nm: float = 1.0,
     batch_size: int = 8,
     cost: str = "likelihood",
+    mesh: Any = None,
 ) -> Registration:
     """Register every particle to a template mixture (``jit`` + ``lax.map`` over particles).
 
@@ -235,14 +250,26 @@ def register_particles(
         steps: Adam steps per scale.
         lr_rot: largest rotation step (rad) of Adam (cosine-decayed to 5 % within each scale).
         lr_shift_nm: largest translation step (nm).
-        batch_size: particles registered at once (memory ~ batch x starts x N x M).
+        batch_size: particles registered at once (memory ~ batch x starts x N x M); with a
+            ``mesh``, on each device.
+        mesh: ``None`` (default): one device. A :class:`jax.sharding.Mesh` with a ``"batch"``
+            axis (:func:`jaxsr.parallel.batch.batch_mesh`): the particles are spread over its
+            devices (:func:`jaxsr.parallel.batch.sharded_vmap`, padded to a multiple of the
+            device count by repeating the last particle), each registered by the same
+            computation; poses equal the one-device poses to float32 round-off (a start whose
+            final overlap ties another's to round-off may win instead).
 
     Returns:
         :class:`Registration` (NumPy arrays).
 
     Raises:
-        ValueError: mismatched dimensions, an empty grid, more starts than grid rotations.
+        ValueError: mismatched dimensions, an empty grid, more starts than grid rotations, a
+            ``mesh`` without a ``"batch"`` axis.
     """
+    if mesh is not None:
+        from jaxsr.parallel.batch import check_mesh  # noqa: PLC0415
+
+        n_dev = check_mesh(mesh)
     pts = jnp.asarray(particles.points, jnp.float32)
     d = pts.shape[-1]
     if np.shape(template.means)[-1] != d:
@@ -267,9 +294,13 @@ def register_particles(
         raise ValueError(f"argument 'starts': expected ({n_p}, E, {d}, {d}), got shape {starts.shape}")
     tmpl = pad_gmm(template)
     gt = pad_gmm(coarse_template if coarse_template is not None else template)
-    out = _register_batch(
-        pts, jnp.asarray(particles.sigma, jnp.float32), jnp.asarray(particles.mask), gt, tmpl,
-        jnp.asarray(grid), jnp.asarray(starts), jnp.asarray(blurs), jnp.float32(lr_rot), jnp.float32(lr_shift_nm),
-        n_starts=n_starts, steps=steps, batch_size=min(batch_size, n_p), cost=cost,
-    )
+    sigma, mask = jnp.asarray(particles.sigma, jnp.float32), jnp.asarray(particles.mask)
+    grid, starts, blurs = jnp.asarray(grid), jnp.asarray(starts), jnp.asarray(blurs)
+    lr_rot, lr_shift_nm = jnp.float32(lr_rot), jnp.float32(lr_shift_nm)
+    if mesh is None:
+        out = _register_batch(pts, sigma, mask, gt, tmpl, grid, starts, blurs, lr_rot, lr_shift_nm,
+                              n_starts=n_starts, steps=steps, batch_size=min(batch_size, n_p), cost=cost)
+    else:  # each device maps over its own particles, batch_size at a time
+        run = _sharded_register(n_starts, steps, min(batch_size, -(-n_p // n_dev)), cost, mesh)
+        out = run(pts, sigma, mask, starts, gt, tmpl, grid, blurs, lr_rot, lr_shift_nm)
     return Registration(*(np.asarray(o) for o in out))

@@ -219,7 +219,7 @@ def sphere_grid(n: int, *, hemisphere: bool = False) -> np.ndarray:
     return np.stack([rho * np.cos(theta), rho * np.sin(theta), z], -1)
 
 
-def symmetry_group(n_fold: int = 1, *, flip: bool = False, dim: int = 3) -> np.ndarray:
+def symmetry_group(n_fold: int, *, flip: bool = False, dim: int = 3) -> np.ndarray:
     """Rotations of a cyclic (``C_n``) or dihedral (``D_n``, with ``flip``) point group about the z axis.
 
     ``C_n``: rotations by ``2 pi k / n`` about z. ``flip`` adds the rotations by pi

@@ -226,17 +226,22 @@ def _optimizer_settings(config: TrainConfig) -> TrainConfig:
                        grad_clip=config.grad_clip)
 
 
-def _jit_step(loss_fn, sample_batch, settings: TrainConfig, options: tuple):
+def _jit_step(loss_fn, sample_batch, settings: TrainConfig, options: tuple, mesh=None):
     """The jitted training step ``(params, opt_state, step, seed_key, data, hyper) -> (params, opt_state, loss, ok)``.
 
     ``data`` goes to ``sample_batch`` and ``hyper`` to ``loss_fn`` only when they are
-    not ``None`` (the two calling conventions of :func:`fit`).
+    not ``None`` (the two calling conventions of :func:`fit`). With a ``mesh`` (automatic axes,
+    :func:`jaxsr.parallel.batch.auto_axes`) every input and output is replicated over it and the batch drawn inside
+    the step is split along its leading axis over ``"batch"``: XLA partitions the loss and its
+    gradient by items and sums the gradient over devices (an all-reduce).
     """
     opt = make_optimizer(settings)
 
     def step_fn(params, opt_state, i, seed_key, data, hyper):
         kd, kl = jax.random.split(jax.random.fold_in(seed_key, i))
         batch = sample_batch(kd) if data is None else sample_batch(kd, data)
+        if mesh is not None:
+            batch = _shard_batch(batch, mesh)
         extra = () if hyper is None else (hyper,)
         loss, grads = jax.value_and_grad(loss_fn)(params, batch, kl, *extra)
         updates, new_opt = opt.update(grads, opt_state, params)
@@ -246,13 +251,39 @@ def _jit_step(loss_fn, sample_batch, settings: TrainConfig, options: tuple):
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
         return keep(new_params, params), keep(new_opt, opt_state), loss, ok
 
-    return jax.jit(step_fn, compiler_options=dict(options) or None)
+    if mesh is None:
+        return jax.jit(step_fn, compiler_options=dict(options) or None)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.jit(step_fn, compiler_options=dict(options) or None, in_shardings=replicated,
+                   out_shardings=replicated)
+
+
+def _shard_batch(batch, mesh):
+    """Split every array of a batch along its leading axis over ``"batch"`` (scalars replicated)."""
+    from jaxsr.parallel.batch import BATCH_AXIS, constrain  # noqa: PLC0415 (jaxsr.parallel imports the methods)
+
+    P = jax.sharding.PartitionSpec  # noqa: N806
+    return jax.tree_util.tree_map(
+        lambda x: constrain(x, P(BATCH_AXIS) if jnp.ndim(x) else P(), mesh=mesh), batch)
+
+
+def _check_batch_divides(sample_batch, data, n_devices: int):
+    """The batch's leading sizes must be multiples of the device count (a ValueError naming ``batch_size``)."""
+    key = jax.random.key(0)
+    shapes = jax.eval_shape(sample_batch, key) if data is None else jax.eval_shape(sample_batch, key, data)
+    for leaf in jax.tree_util.tree_leaves(shapes):
+        if len(leaf.shape) and leaf.shape[0] % n_devices:
+            raise ValueError(
+                f"argument 'batch_size': data-parallel training splits the batch over the {n_devices} devices of "
+                f"'mesh', so its size must be a multiple of {n_devices}; sample_batch gives a leading size of "
+                f"{leaf.shape[0]}"
+            )
 
 
 @functools.lru_cache(maxsize=8)
-def _shared_step(loss_fn, sample_batch, settings: TrainConfig, options: tuple):
+def _shared_step(loss_fn, sample_batch, settings: TrainConfig, options: tuple, mesh=None):
     """:func:`_jit_step` kept across :func:`fit` calls (the ``data=`` convention: the functions hold no arrays)."""
-    return _jit_step(loss_fn, sample_batch, settings, options)
+    return _jit_step(loss_fn, sample_batch, settings, options, mesh)
 
 
 def fit(
@@ -267,6 +298,7 @@ def fit(
     callback: Callable | None = None,
     data: Any = None,
     hyper: Any = None,
+    mesh: Any = None,
 ) -> TrainResult:
     """Train ``params`` to minimise ``loss_fn`` on batches from ``sample_batch``.
 
@@ -301,6 +333,18 @@ def fit(
             a loss weight).
         hyper: optional pytree of numbers passed as ``loss_fn(params, batch,
             key, hyper)``, traced (e.g. a loss weight; not compiled in as a constant).
+        mesh: ``None`` (default): one device. A :class:`jax.sharding.Mesh` with a
+            ``"batch"`` axis (:func:`jaxsr.parallel.batch.batch_mesh`): data-parallel
+            training. Parameters, optimiser state, ``data`` and ``hyper`` are
+            replicated on every device; the batch drawn in the step is split along
+            the leading axis of each of its arrays over ``"batch"`` (so the batch
+            size must be a multiple of the device count); XLA partitions the loss
+            and its gradient by items and sums the gradient across devices. The step
+            computes the same function of the same batch and keys as on one device
+            (any ``loss_fn``, random masks included), so the parameters equal the
+            one-device ones to float32 round-off. ``evaluate`` and ``callback`` see
+            parameters replicated on the mesh; the returned parameters are ordinary
+            (uncommitted) arrays. Checkpoints are the same files either way.
 
     Returns:
         :class:`TrainResult`.
@@ -310,7 +354,9 @@ def fit(
             checkpoint directory keeps the last good checkpoint, and the
             message names the step.
         ValueError: a checkpoint of another run (different settings or
-            ``meta``) or a corrupt one in ``checkpoint_dir``.
+            ``meta``) or a corrupt one in ``checkpoint_dir``; a ``mesh`` without a
+            ``"batch"`` axis; with a ``mesh``, a batch whose size is not a multiple of
+            the device count (message names ``batch_size``).
         KeyboardInterrupt: re-raised after writing a checkpoint of the last
             finished step (when ``checkpoint_dir`` is given).
 
@@ -326,6 +372,11 @@ def fit(
     for name, fn in (("loss_fn", loss_fn), ("sample_batch", sample_batch)):
         if not callable(fn):
             raise TypeError(f"argument '{name}': expected a callable, got {type(fn).__name__}")
+    if mesh is not None:
+        from jaxsr.parallel.batch import auto_axes, check_mesh  # noqa: PLC0415 (jaxsr.parallel imports the methods)
+
+        _check_batch_divides(sample_batch, data, check_mesh(mesh))
+        mesh = auto_axes(mesh)  # XLA partitions the step (GSPMD); see _jit_step
     meta = {} if meta is None else meta
     full_meta = {"train": config.to_dict(), "meta": meta}
     json.dumps(full_meta)  # refuse non-JSON metadata before training, not at the first checkpoint
@@ -353,9 +404,12 @@ def fit(
     # On the CPU the step is compiled with multi-threaded convolutions (see jaxsr/_xla_flags.py).
     options = tuple(sorted(cpu_training_compiler_options().items()))
     if data is None:  # sample_batch (and maybe loss_fn) close over the data: a step for this call alone
-        step_jit = _jit_step(loss_fn, sample_batch, _optimizer_settings(config), options)
+        step_jit = _jit_step(loss_fn, sample_batch, _optimizer_settings(config), options, mesh)
     else:
-        step_jit = _shared_step(loss_fn, sample_batch, _optimizer_settings(config), options)
+        step_jit = _shared_step(loss_fn, sample_batch, _optimizer_settings(config), options, mesh)
+    if mesh is not None:  # everything the step reads lives, replicated, on the mesh
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        params, opt_state, data, hyper = jax.device_put((params, opt_state, data, hyper), replicated)
     metrics: dict[str, float] = {}
     running = []
 
@@ -394,4 +448,6 @@ def fit(
         if directory is not None and step > last_saved:
             _save(directory, params, opt_state, step, history, full_meta)
         raise
+    if mesh is not None:  # hand back ordinary arrays, as one-device training does
+        params = jax.tree_util.tree_map(jnp.asarray, jax.device_get(params))
     return TrainResult(params=params, step=step, history=history, resumed_from=resumed_from)

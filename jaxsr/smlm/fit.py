@@ -554,6 +554,16 @@ def _fit_batch(rois, variance, spec, iterations):
     return jax.vmap(lambda r, v: _fit_one(r, v, spec, iterations), in_axes=(0, axis))(rois, variance)
 
 
+@functools.lru_cache(maxsize=16)
+def _sharded_fit(spec, iterations, per_roi_variance, mesh):
+    """:func:`_fit_batch` with the ROIs spread over the ``"batch"`` axis of ``mesh`` (one compiled function
+    per settings and mesh)."""
+    from jaxsr.parallel.batch import sharded_vmap  # noqa: PLC0415 (jaxsr.parallel imports the methods)
+
+    return sharded_vmap(lambda r, v: _fit_one(r, v, spec, iterations), in_axes=(0, 0 if per_roi_variance else None),
+                        mesh=mesh)
+
+
 def fit_spots(
     rois: Any,
     *,
@@ -562,6 +572,7 @@ def fit_spots(
     iterations: int = 10,
     astigmatism: dict | None = None,
     pixel_size_nm: Any = None,
+    mesh: Any = None,
 ) -> SpotFit:
     """Poisson maximum-likelihood fit of a 2D Gaussian spot in every ROI (vmap-ed, jit-compiled).
 
@@ -580,6 +591,12 @@ def fit_spots(
         astigmatism: fit the astigmatic 3D model instead (see :func:`gaussian_spot`); the 5th
             parameter is then z in nm, started from the second moments of the spot.
         pixel_size_nm: camera pixel size (nm), needed with ``astigmatism``.
+        mesh: ``None`` (default): one device. A :class:`jax.sharding.Mesh` with a
+            ``"batch"`` axis (:func:`jaxsr.parallel.batch.batch_mesh`): the ROIs are
+            spread over its devices (:func:`jaxsr.parallel.batch.sharded_vmap`, padded to
+            a multiple of the device count by repeating the last ROI); each fit is the
+            same computation, so the result equals the one-device result to float32
+            round-off.
 
     Returns:
         :class:`SpotFit` (positions in ROI pixels; add the ROI origin and multiply by the pixel
@@ -587,7 +604,8 @@ def fit_spots(
 
     Raises:
         ValueError: ROIs of the wrong rank, smaller than 5 x 5, or with NaN/inf;
-            a non-positive ``sigma_px``; a negative ``variance``.
+            a non-positive ``sigma_px``; a negative ``variance``; a ``mesh`` without a
+            ``"batch"`` axis.
 
     References:
         Smith, Joseph, Rieger & Lidke, Nat. Methods 7, 373 (2010) (model, CRLB);
@@ -600,6 +618,10 @@ def fit_spots(
     >>> [round(float(v), 3) for v in fit.params]
     [5.2, 4.7, 2000.0, 5.0]
     """
+    if mesh is not None:
+        from jaxsr.parallel.batch import check_mesh  # noqa: PLC0415
+
+        check_mesh(mesh)
     rois = as_float_array(rois, "rois")
     check_ndim(rois, "rois", (2, 3))
     single = rois.ndim == 2
@@ -625,7 +647,10 @@ def fit_spots(
     else:  # one map (or a scalar) for every ROI: not copied n times
         variance = jnp.broadcast_to(variance.reshape(variance.shape[-2:] if variance.ndim == 3 else variance.shape),
                                     rois.shape[-2:])
-    out = _fit_batch(rois, variance, spec, iterations)
+    if mesh is None:
+        out = _fit_batch(rois, variance, spec, iterations)
+    else:
+        out = _sharded_fit(spec, iterations, variance.ndim == 3, mesh)(rois, variance)
     fit = SpotFit(*out)
     if single:
         fit = SpotFit(*(a[0] for a in fit))

@@ -120,7 +120,8 @@ def camera_counts(frames: Any, *, camera: CameraModel) -> tuple[jax.Array, jax.A
 _FIT_BLOCK = 256
 
 
-def _fit_in_blocks(rois, variance, sigma_px, iterations, block=_FIT_BLOCK, astigmatism=None, pixel_size_nm=None):
+def _fit_in_blocks(rois, variance, sigma_px, iterations, block=_FIT_BLOCK, astigmatism=None, pixel_size_nm=None,
+                   mesh=None):
     """:func:`fit_spots` over fixed-size blocks of ROIs (the last one padded).
 
     One compiled shape serves every chunk of a movie (no recompilation per chunk), and a ROI's fit
@@ -138,7 +139,7 @@ def _fit_in_blocks(rois, variance, sigma_px, iterations, block=_FIT_BLOCK, astig
             r = jnp.concatenate([r, jnp.broadcast_to(r[:1], (pad,) + r.shape[1:])])
             v = jnp.concatenate([v, jnp.broadcast_to(v[:1], (pad,) + v.shape[1:])])
         f = fit_spots(r, sigma_px=sigma_px, variance=v, iterations=iterations, astigmatism=astigmatism,
-                      pixel_size_nm=pixel_size_nm)
+                      pixel_size_nm=pixel_size_nm, mesh=mesh)
         parts.append([np.asarray(a)[:m] for a in f])
     return type(f)(*(np.concatenate(c) for c in zip(*parts)))
 
@@ -157,6 +158,7 @@ def localize(
     max_crlb_px: float = 1.0,
     sigma_guess_nm: float | None = None,
     astigmatism: dict | None = None,
+    mesh: Any = None,
 ) -> Localizations:
     """Localize single molecules in frames: detect, cut ROIs, fit by Poisson MLE, filter.
 
@@ -181,6 +183,9 @@ def localize(
         astigmatism: fit the astigmatic 3D model (the keyword arguments of
             :func:`jaxsr.optics.astigmatic_sigma`, nm) instead of a 2D Gaussian; ``sigma_nm`` must
             then be None, and the table gets ``z_nm`` and ``crlb_z_nm``.
+        mesh: ``None`` (default) or a :class:`jax.sharding.Mesh` with a ``"batch"`` axis: the
+            ROI fits are spread over its devices (see :func:`~jaxsr.smlm.fit.fit_spots`); detection
+            stays on one device.
 
     Returns:
         :class:`Localizations` (empty, with a warning, when nothing is detected).
@@ -198,6 +203,10 @@ def localize(
         if v is not None and not (np.isfinite(float(v)) and float(v) > 0):
             raise ValueError(f"argument '{name}': expected a positive PSF standard deviation in nm, got {v}")
     iterations = check_int(iterations, "iterations", minimum=1)
+    if mesh is not None:
+        from jaxsr.parallel.batch import check_mesh  # noqa: PLC0415 (jaxsr.parallel imports the methods)
+
+        check_mesh(mesh)
     if astigmatism is not None and sigma_nm is not None:
         raise ValueError("argument 'sigma_nm': give either sigma_nm or astigmatism (3D), not both")
     sigma_px = None if sigma_nm is None else float(sigma_nm) / pixel
@@ -223,7 +232,8 @@ def localize(
         var_rois, _ = extract_rois(variance[None], np.zeros_like(cand.frame), cand.y, cand.x, size=roi_size)
     else:
         var_rois = variance
-    fit = _fit_in_blocks(rois, var_rois, sigma_px, iterations, astigmatism=astigmatism, pixel_size_nm=pixel)
+    fit = _fit_in_blocks(rois, var_rois, sigma_px, iterations, astigmatism=astigmatism, pixel_size_nm=pixel,
+                         mesh=mesh)
     params, crlb = np.asarray(fit.params), np.asarray(fit.crlb)
     y_px = origin[:, 0] + params[:, 0]
     x_px = origin[:, 1] + params[:, 1]
