@@ -27,7 +27,7 @@ demo: $(VENV)/.installed
 	$(BIN)/jaxsr demo --out $(DEMO_OUT) --overwrite
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)

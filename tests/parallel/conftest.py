@@ -20,8 +20,21 @@ import pytest
 N_FAKE_DEVICES = 8
 
 
+_RESULTS: dict = {}
+"""Results of finished subprocesses by ``(code, n_devices)``: under ``pytest-xdist`` a worker may run
+other modules' tests between two tests of one module, and pytest then tears the module's fixtures
+down and sets them up again; the repeated set-up reuses the result instead of starting the
+subprocess (a minute or more of compiling on 8 fake devices) again."""
+
+
 def run_on_devices(code: str, *, n_devices: int = N_FAKE_DEVICES, timeout: float = 300.0) -> dict:
-    """Run ``code`` in a subprocess with ``n_devices`` fake CPU devices; return its last stdout line as JSON."""
+    """Run ``code`` in a subprocess with ``n_devices`` fake CPU devices; return its last stdout line as JSON.
+
+    The result of a successful run is kept (:data:`_RESULTS`): the same code on the same device count
+    runs once per test process.
+    """
+    if (code, n_devices) in _RESULTS:
+        return _RESULTS[code, n_devices]
     env = dict(os.environ)
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n_devices}"])
@@ -35,6 +48,7 @@ def run_on_devices(code: str, *, n_devices: int = N_FAKE_DEVICES, timeout: float
     if not lines:
         raise AssertionError(f"subprocess printed nothing; stderr:\n{proc.stderr[-4000:]}")
     result = json.loads(lines[-1])
+    _RESULTS[code, n_devices] = result
     return result
 
 

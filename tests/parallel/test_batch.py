@@ -24,9 +24,8 @@ import pytest
 
 from jaxsr.parallel.batch import batch_mesh, sharded_vmap
 
-# every test of this module on one xdist worker (make test: --dist loadgroup), so the 8-device
-# subprocess of the module-scoped fixture runs once
-pytestmark = pytest.mark.xdist_group("parallel_batch")
+# make test distributes whole files (--dist loadfile): every test of this module runs on one worker,
+# so the 8-device subprocess of the module-scoped fixture runs once
 
 CHECKS = r"""
 import json, re

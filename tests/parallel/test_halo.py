@@ -26,9 +26,8 @@ from jaxsr.deconv import richardson_lucy
 from jaxsr.optics import gaussian_psf_2d
 from jaxsr.parallel.halo import _geometry, default_slab_mesh, richardson_lucy_sharded
 
-# every test of this module on one xdist worker (make test: --dist loadgroup), so the 8-device
-# subprocess of the module-scoped fixture runs once
-pytestmark = pytest.mark.xdist_group("parallel_halo")
+# make test distributes whole files (--dist loadfile): every test of this module runs on one worker,
+# so the 8-device subprocess of the module-scoped fixture runs once
 
 F32_TOL = 2e-5
 F64_TOL = 1e-10

@@ -41,8 +41,7 @@ import time
 
 import pytest
 
-# one xdist worker for the module; the two processes use 2 cores between them
-pytestmark = pytest.mark.xdist_group("parallel_multihost")
+# one xdist worker for the module (make test: --dist loadfile); the two processes use 2 cores between them
 
 N_PROCESSES = 2
 LOCAL_DEVICES = 2
@@ -191,9 +190,16 @@ def _run_processes() -> list[dict]:
     return outs
 
 
+_RUNS: list = []
+
+
 @pytest.fixture(scope="module")
 def runs():
-    return _run_processes()
+    # kept for the process: under pytest-xdist a worker may run other modules' tests between this
+    # module's tests, and pytest then sets the module fixture up again (see tests/parallel/conftest.py)
+    if not _RUNS:
+        _RUNS.append(_run_processes())
+    return _RUNS[0]
 
 
 def test_each_process_sees_the_global_mesh(runs):

@@ -26,6 +26,10 @@ STEPS = 120
 OPTICS = {"na": 1.4, "wavelength_nm": 670.0, "refractive_index": 1.518, "pixel_size_nm": 100.0, "oversample": 4,
           "psf_size": 9}
 
+# The renderer jit-compiled, as fit_generative and the sampler run it (eagerly, every one of its
+# primitives compiles, about 1 s per particle / frame shape).
+_render = jax.jit(render_particles, static_argnames=("shape", "oversample", "margin"))
+
 
 def _psf(z=None):
     z = jnp.zeros(6) if z is None else jnp.asarray(z, jnp.float32)
@@ -36,8 +40,8 @@ def test_render_particles_matches_scipy_convolution_and_binning():
     psf = np.asarray(_psf([0, 0, 0, 0, 0.4, 0.0]))
     # An emitter on a fine-grid point: the render is the PSF placed there, binned 4 x 4 (scipy reference).
     y, x = 10.0 + 1.5 / 4, 12.0 - 0.5 / 4  # fine-grid points: (k + 0.5) / 4 - 0.5 camera px
-    img = np.asarray(render_particles(jnp.array([[y]]), jnp.array([[x]]), jnp.array([[1000.0]]), jnp.asarray(psf),
-                                      shape=(24, 28), oversample=4))[0]
+    img = np.asarray(_render(jnp.array([[y]]), jnp.array([[x]]), jnp.array([[1000.0]]), jnp.asarray(psf),
+                             shape=(24, 28), oversample=4))[0]
     fine = np.zeros((24 * 4, 28 * 4))
     fine[int(round((y + 0.5) * 4 - 0.5)), int(round((x + 0.5) * 4 - 0.5))] = 1000.0
     ref = signal.fftconvolve(fine, psf[::-1, ::-1][::-1, ::-1], mode="full")
@@ -51,8 +55,8 @@ def test_render_particles_centroid_is_the_position_for_a_symmetric_psf():
     psf = _psf()
     rng = np.random.default_rng(1)
     pos = rng.uniform(8, 14, (5, 2))
-    img = np.asarray(render_particles(jnp.asarray(pos[:, :1].T), jnp.asarray(pos[:, 1:].T), jnp.full((1, 5), 0.0)
-                                      .at[0, 0].set(500.0), psf, shape=(24, 24), oversample=4))[0]
+    img = np.asarray(_render(jnp.asarray(pos[:, :1].T), jnp.asarray(pos[:, 1:].T), jnp.full((1, 5), 0.0)
+                             .at[0, 0].set(500.0), psf, shape=(24, 24), oversample=4))[0]
     yy, xx = np.mgrid[0:24, 0:24]
     cy, cx = (img * yy).sum() / img.sum(), (img * xx).sum() / img.sum()
     assert cy == pytest.approx(pos[0, 0], abs=0.01) and cx == pytest.approx(pos[0, 1], abs=0.01)
@@ -80,8 +84,8 @@ def test_fit_generative_recovers_background_psf_and_hot_pixels():
     bg[:8, :8] = 35.0
     var = np.full((n, n), 1.0, np.float32)
     var[12, 5] = 400.0
-    mu = np.asarray(render_particles(jnp.asarray(pos[..., 0]), jnp.asarray(pos[..., 1]), jnp.asarray(ph), psf_true,
-                                     shape=(n, n), oversample=4)) + bg
+    mu = np.asarray(_render(jnp.asarray(pos[..., 0]), jnp.asarray(pos[..., 1]), jnp.asarray(ph), psf_true,
+                            shape=(n, n), oversample=4)) + bg
     data = rng.poisson(mu) + np.sqrt(var) * rng.standard_normal(mu.shape)
     f = np.repeat(np.arange(t), 3)
     parts = {"frame": f, "y": pos[..., 0].ravel() + rng.normal(0, 0.2, f.size),
