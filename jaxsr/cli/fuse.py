@@ -40,8 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip", action="store_true", help="3D: the structure also has the up/down flip (pores)")
     p.add_argument("--inplane", action="store_true", help="3D: particles lie in the plane (rotations about z)")
     p.add_argument("--iterations", type=positive_int, default=5, metavar="N", help="template iterations (default 5)")
-    p.add_argument("--init", choices=["grid"], default="grid",
-                   help="initial poses: multi-start grid search over rotations (default grid)")
+    p.add_argument("--init", choices=["grid", "learned"], default="grid",
+                   help="initial poses: multi-start grid search over rotations (default grid), or 'learned': a "
+                        "pose network proposes them (fast; particles it fits poorly fall back to the grid)")
+    p.add_argument("--pose-model", default=None, metavar="DIR",
+                   help="pose network for --init learned (default: the shipped one for the data: 3D with "
+                        "--symmetry 8 --flip -> npc3d, 2D with --symmetry 2 -> origami2d)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed, picks the seed particles (default 0)")
     p.add_argument("--sigma", type=positive_float, default=None, metavar="NM",
                    help="localization uncertainty, nm, for files without uncertainty columns")
@@ -94,6 +98,36 @@ def _progress():
         logger.setLevel(old_level)
 
 
+def _pose_model(args: argparse.Namespace, dim: int):
+    """The pose network of ``--init learned``: ``--pose-model DIR`` or the shipped one matching the data."""
+    from jaxsr.fusion import load_pose_net, pretrained_pose_net
+
+    if args.pose_model is not None:
+        require_input(args.pose_model, "--pose-model")
+        try:
+            model = load_pose_net(args.pose_model)
+        except (FileNotFoundError, ValueError) as err:
+            raise ValueError(f"--pose-model: {str(err).replace('argument ' + repr('model') + ': ', '')}") from None
+        if model.config.dim != dim:
+            raise ValueError(f"--pose-model: {args.pose_model} is a network for {model.config.dim}D particles, "
+                             f"{args.input} holds {dim}D particles")
+        return model
+    if dim == 3 and args.symmetry == 8 and args.flip:
+        name = "npc3d"
+    elif dim == 2 and args.symmetry == 2:
+        name = "origami2d"
+    else:
+        sym = f"--symmetry {args.symmetry}" + (" --flip" if args.flip else "")
+        raise ValueError(f"--init learned: no shipped pose network for {dim}D particles with {sym} (shipped: 3D "
+                         "nuclear pores with --symmetry 8 --flip, 2D origami grids with --symmetry 2); train one "
+                         "with benchmarks/train_pose_net.py (or jaxsr.fusion.adapt_pose_net) and pass --pose-model DIR")
+    try:
+        return pretrained_pose_net(name)
+    except FileNotFoundError:
+        raise ValueError(f"--init learned: the shipped pose network {name!r} is missing from this installation; "
+                         "pass --pose-model DIR") from None
+
+
 def _num(x: float | None, fmt: str = ".1f", unit: str = " nm") -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:{fmt}}{unit}"
 
@@ -128,13 +162,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"read {particles.n_particles} {particles.dim}D particles from {args.input}: {int(counts.sum())} "
           f"localizations ({int(counts.min())}-{int(counts.max())} per particle)")
     _check_render_size(particles, args.pixel_size)
+    pose_model = _pose_model(args, particles.dim) if args.init == "learned" else None
     out = output_dir(args.out, overwrite=args.overwrite)
 
     t0 = time.perf_counter()
     with _progress():
         result = fuse(jax.random.key(args.seed), particles, symmetry=args.symmetry, flip=args.flip,
-                      inplane=args.inplane, n_iter=args.iterations)
+                      inplane=args.inplane, n_iter=args.iterations, init=args.init, pose_model=pose_model)
     seconds = time.perf_counter() - t0
+    n_fallback = sum(int(h.get("n_fallback", 0)) for h in result.history)
+    if args.init == "learned" and result.history and result.history[0].get("learned_fallback"):
+        print("--init learned: the pose network does not fit these particles; fused with the grid instead")
+    elif n_fallback:
+        print(f"--init learned: {n_fallback} particles with a poor fit were re-registered with the grid")
 
     inl = np.asarray(result.inliers, bool)
     mask = np.asarray(particles.mask, bool)
@@ -161,13 +201,14 @@ def run(args: argparse.Namespace) -> int:
         "input": os.path.abspath(args.input),
         "options": {"symmetry": args.symmetry, "flip": args.flip, "inplane": args.inplane,
                     "iterations": args.iterations, "init": args.init, "seed": args.seed, "sigma_nm": args.sigma,
-                    "pixel_size_nm": args.pixel_size},
+                    "pixel_size_nm": args.pixel_size, "pose_model": args.pose_model},
         "dim": particles.dim,
         "n_particles": particles.n_particles,
         "n_localizations": int(counts.sum()),
         "n_inliers": int(inl.sum()),
         "mean_correlation": mean_corr,
         "history": result.history,
+        "n_fallback": n_fallback if args.init == "learned" else None,
         "ring": ring,
         "frc_resolution_nm": frc_nm,
         "frc_pixel_size_nm": FRC_PIXEL_NM,

@@ -10,9 +10,10 @@ Used qualified (``jaxsr.fusion.fuse``), like :mod:`jaxsr.smlm`.
 - :mod:`jaxsr.fusion.fuse`: the dynamic-template fusion with symmetry priors and outlier rejection.
 - :mod:`jaxsr.fusion.measure`: pose errors, ring radius / separation / corners, FRC/FSC of two halves.
 - :mod:`jaxsr.fusion.simulate`: nuclear pores and DNA-origami grids as sparse, noisy point clouds.
+- :mod:`jaxsr.fusion.learned`: a PointNet-style pose network (learned initialisation, ``fuse(init="learned")``).
 """
 
-from jaxsr.fusion.fuse import FusionResult, apply_poses, build_template, fuse, symmetry_frame, synchronise_poses
+from jaxsr.fusion.fuse import INITS, FusionResult, apply_poses, build_template, fuse, symmetry_frame, synchronise_poses
 from jaxsr.fusion.gmm import GMM, gmm_correlation, gmm_log_overlap, particle_gmm, reduce_gmm, transform_gmm
 from jaxsr.fusion.io import (
     read_particles,
@@ -22,6 +23,22 @@ from jaxsr.fusion.io import (
     write_particles_csv,
     write_poses_csv,
     write_truth_csv,
+)
+from jaxsr.fusion.learned import (
+    POSE_NETS,
+    PoseNetConfig,
+    PoseNetModel,
+    PosePrediction,
+    PoseSimulation,
+    adapt_pose_net,
+    load_pose_net,
+    pose_loss,
+    pose_net_batch,
+    pose_net_init,
+    predict_poses,
+    pretrained_pose_net,
+    save_pose_net,
+    train_pose_net,
 )
 from jaxsr.fusion.measure import RingMeasurement, fusion_frc, pose_errors, render_points_nd, ring_measurements
 from jaxsr.fusion.particles import (
@@ -53,9 +70,12 @@ __all__ = [
     "so3_grid", "so2_grid", "sphere_grid", "symmetry_group",
     "GMM", "particle_gmm", "transform_gmm", "gmm_log_overlap", "gmm_correlation", "reduce_gmm",
     "COSTS", "Registration", "register_particles", "rotation_grid", "pad_gmm",
-    "FusionResult", "fuse", "build_template", "symmetry_frame", "apply_poses", "synchronise_poses",
+    "FusionResult", "fuse", "build_template", "symmetry_frame", "apply_poses", "synchronise_poses", "INITS",
     "pose_errors", "RingMeasurement", "ring_measurements", "fusion_frc", "render_points_nd",
     "ParticleSimulation", "npc_sites", "origami_sites", "simulate_particles",
     "read_particles", "write_particles_csv", "write_fusion_csv", "write_poses_csv", "write_truth_csv",
     "read_poses_csv", "render_fusion_png",
+    "PoseNetConfig", "PoseSimulation", "PoseNetModel", "PosePrediction", "POSE_NETS", "pose_net_init",
+    "pose_net_batch", "pose_loss", "predict_poses", "train_pose_net", "adapt_pose_net", "save_pose_net",
+    "load_pose_net", "pretrained_pose_net",
 ]

@@ -20,6 +20,13 @@ Algorithm (:func:`fuse`):
    symmetry group (the prior). Repeat ``n_iter`` times or until the median pose
    change is below ``tol_deg``.
 
+**Learned initialisation** (``init="learned"``, :mod:`jaxsr.fusion.learned`): a pose network
+proposes a few poses per particle in its class's reference frame, so the seed template is built
+from them directly (no all-to-all seed) and the grid search is replaced by a local grid around each
+proposal, scored coarsely, the best refined; particles that still fit poorly are re-registered with
+the grid (counted in ``history``), and when a probe of particles fits the grid clearly better, the
+network does not know the data and the fusion falls back to ``init="grid"``.
+
 Templates are mixtures reduced to one component per occupied voxel
 (:func:`jaxsr.fusion.reduce_gmm`, ``voxel_nm`` for refinement and
 ``coarse_voxel_nm`` for the grid search), padded to a multiple of 64 components
@@ -35,6 +42,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any, NamedTuple
@@ -47,12 +55,15 @@ from jaxsr._validate import check_choice, check_int, positive_float, real_float
 from jaxsr.fusion.gmm import GMM, gmm_log_overlap, reduce_gmm
 from jaxsr.fusion.measure import pose_errors
 from jaxsr.fusion.particles import Particles, centre_particles
-from jaxsr.fusion.register import COSTS, Registration, pad_gmm, register_particles, rotation_grid
+from jaxsr.fusion.register import COSTS, Registration, _register_one, pad_gmm, register_particles, rotation_grid
 from jaxsr.fusion.rotations import _np_rotation_2d, rotation_angle, so3_exp, sphere_grid, symmetry_group
 
-__all__ = ["FusionResult", "fuse", "build_template", "symmetry_frame", "apply_poses", "synchronise_poses"]
+__all__ = ["FusionResult", "fuse", "build_template", "symmetry_frame", "apply_poses", "synchronise_poses", "INITS"]
 
 log = logging.getLogger(__name__)
+
+#: Initialisations of :func:`fuse`: the exhaustive multi-start grid, or a pose network's proposals.
+INITS = ("grid", "learned")
 
 
 class FusionResult(NamedTuple):
@@ -165,6 +176,26 @@ def _self_overlaps(tmpl: GMM, rots: jax.Array, blur: jax.Array) -> jax.Array:
     return jax.lax.map(one, rots, batch_size=8)
 
 
+@functools.lru_cache(maxsize=8)
+def _hemisphere_rotations(n_fold: int) -> np.ndarray:
+    """The rotations by ``2 pi / n_fold`` about 600 directions of the hemisphere (fixed: computed once)."""
+    step = 2.0 * np.pi / n_fold
+    out = np.stack([_axis_rotation(u, step) for u in sphere_grid(600, hemisphere=True)]).astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _flip_rotations(n_fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """The flip axes searched by :func:`symmetry_frame` and the rotations by pi about them (fixed)."""
+    half = np.pi / (2 * n_fold)
+    phis = np.linspace(-half, half, 61)
+    rots = np.stack([_axis_rotation(np.array([np.cos(p), np.sin(p), 0.0]), np.pi) for p in phis])
+    phis.setflags(write=False)
+    rots.setflags(write=False)
+    return phis, rots
+
+
 def symmetry_frame(template: GMM, *, n_fold: int, flip: bool = False, blur_nm: float = 4.0) -> np.ndarray:
     """The rotation that puts a 3D template's n-fold symmetry axis on z (and, with ``flip``, its
     two-fold flip axis on x).
@@ -191,12 +222,13 @@ def symmetry_frame(template: GMM, *, n_fold: int, flip: bool = False, blur_nm: f
     blur = jnp.float32(blur_nm)
     step = 2.0 * np.pi / n_fold
 
-    def best(dirs):
-        rots = np.stack([_axis_rotation(u, step) for u in dirs]).astype(np.float32)
+    def best(dirs, rots=None):
+        if rots is None:
+            rots = np.stack([_axis_rotation(u, step) for u in dirs]).astype(np.float32)
         vals = np.asarray(_self_overlaps(tmpl, jnp.asarray(rots), blur))
         return dirs[int(np.argmax(vals))]
 
-    u = best(sphere_grid(600, hemisphere=True))
+    u = best(sphere_grid(600, hemisphere=True), _hemisphere_rotations(n_fold))
     cone = sphere_grid(3000, hemisphere=True)
     cone = cone[cone[:, 2] > np.cos(np.radians(6.0))]          # ~ 100 directions within 6 degrees of z
     u = best(cone @ _rotation_to_z(u))                         # ... turned to lie around u
@@ -206,9 +238,7 @@ def symmetry_frame(template: GMM, *, n_fold: int, flip: bool = False, blur_nm: f
                     np.asarray(template.weights))
         # flip axes repeat every pi/n; search the period around x so that a frame that is already
         # canonical stays put (a jump of pi/(2n) would rotate the template between iterations)
-        half = np.pi / (2 * n_fold)
-        phis = np.linspace(-half, half, 61)
-        rots = np.stack([_axis_rotation(np.array([np.cos(p), np.sin(p), 0.0]), np.pi) for p in phis])
+        phis, rots = _flip_rotations(n_fold)
         vals = np.asarray(_self_overlaps(GMM(*(jnp.asarray(a, jnp.float32) for a in moved)),
                                          jnp.asarray(rots, jnp.float32), blur))
         phi = phis[int(np.argmax(vals))]
@@ -359,6 +389,13 @@ def fuse(
     cost: str = "likelihood",
     batch_size: int = 8,
     mesh: Any = None,
+    init: str = "grid",
+    pose_model: Any = None,
+    pose_top_k: int | None = None,
+    pose_refine: int = 2,
+    pose_rounds: int = 2,
+    fallback_mad: float = 3.0,
+    n_probe: int = 8,
 ) -> FusionResult:
     """Fuse particles into one super-particle with a dynamic template.
 
@@ -384,12 +421,35 @@ def fuse(
             averaged (:func:`synchronise_poses`); ``"medoid"``: the seed that fits the others
             best is the reference. 3D particles with a symmetry always use the medoid
             (synchronisation modulo a 3D point group is not implemented).
+        init: ``"grid"`` (default): the all-to-all seed and a multi-start grid search over rotations at
+            every iteration. ``"learned"``: a pose network (:mod:`jaxsr.fusion.learned`) proposes
+            ``pose_top_k`` poses per particle in the class reference frame; the seed template is built
+            directly from every particle's most confident pose (averaged over the symmetry group), the
+            first iteration refines each particle from the proposed poses and later ones from the
+            previous pose, with no grid search. Particles whose correlation after refinement is poor
+            (robust z-score below ``-fallback_mad``) are re-registered with the grid (the better pose
+            is kept), counted in the log and in each ``history`` entry (``n_fallback``). ``n_probe``
+            particles are also registered with the grid at the first iteration: when the grid fits
+            clearly better (correlation higher by more than 5 % on more than half of them), the
+            network does not know these particles, and the whole fusion is redone with ``"grid"``
+            (``history`` entries then carry ``learned_fallback: True``).
+        pose_model: the pose network for ``init="learned"``: a :class:`jaxsr.fusion.PoseNetModel` or a
+            model directory (e.g. :func:`jaxsr.fusion.pretrained_pose_net`).
+        pose_top_k: proposed poses used per particle (default all the network makes): each with a local grid
+            around it (rotations within 30 degrees), scored at the coarse scale like the grid search.
+        pose_refine: of those candidates, the best this many are refined.
+        pose_rounds: iterations that score the network's candidates (from the second on, together with
+            the previous pose, against the sharper template) and, in 3D with a symmetry, re-find the
+            symmetry axis; later iterations refine the previous pose alone.
+        fallback_mad: the robust z-score below which a learned pose is re-registered with the grid.
+        n_probe: particles checked against the grid at the first learned iteration (0: no check).
 
     Returns:
         :class:`FusionResult`.
 
     Raises:
-        ValueError: fewer than 2 particles, ``flip``/``inplane`` in 2D, bad options.
+        ValueError: fewer than 2 particles, ``flip``/``inplane`` in 2D, bad options, ``init="learned"``
+            without a ``pose_model`` or with one of another dimension.
 
     References:
         W. Qiao et al., DeepSRFusion (2026).
@@ -411,6 +471,24 @@ def fuse(
     tol_deg = real_float(tol_deg, "tol_deg")
     check_choice(cost, "cost", COSTS)
     check_choice(seed, "seed", ("sync", "medoid"))
+    check_choice(init, "init", INITS)
+    model = None
+    if init == "learned":
+        from jaxsr.fusion.learned import _check_model  # noqa: PLC0415 (learned imports fuse's neighbours)
+
+        if pose_model is None:
+            raise ValueError("argument 'pose_model': init='learned' needs a pose network "
+                             "(a PoseNetModel or a model directory, e.g. pretrained_pose_net('npc3d'))")
+        model = _check_model(pose_model)
+        if model.config.dim != d:
+            raise ValueError(f"argument 'pose_model': a network for {model.config.dim}D particles, "
+                             f"the particles are {d}D")
+        k_all = model.config.n_hypotheses
+        pose_top_k = k_all if pose_top_k is None else min(check_int(pose_top_k, "pose_top_k", minimum=1), k_all)
+        pose_refine = check_int(pose_refine, "pose_refine", minimum=1)
+        pose_rounds = check_int(pose_rounds, "pose_rounds", minimum=1)
+        fallback_mad = real_float(fallback_mad, "fallback_mad")
+        n_probe = min(check_int(n_probe, "n_probe", minimum=0), n_p)
     if grid_size is None:
         grid_size = 72 if d == 2 else (36 if inplane else 2000)
     grid = rotation_grid(grid_size, dim=d, inplane=inplane)
@@ -437,6 +515,24 @@ def fuse(
     def template_from(subset, reg, use=None, sym=None):
         return build_template(subset, reg.rotations, reg.translations, use=use, group=sym, voxel_nm=voxel_nm,
                               max_components=max_components)
+
+    if model is not None:
+        out = _fuse_learned(key, particles, centred, centroids, model, register, template_from, group=group,
+                            symmetry=symmetry, flip=flip, n_iter=n_iter, outlier_mad=outlier_mad, tol_deg=tol_deg,
+                            pose_top_k=pose_top_k, fallback_mad=fallback_mad, n_probe=n_probe,
+                            reg_kw=reg_kw, voxel_nm=voxel_nm, max_components=max_components,
+                            coarse_components=coarse_components, n_refine=pose_refine, pose_rounds=pose_rounds)
+        if out is not None:
+            return out
+        log.warning("learned initialisation: the grid fits the probe particles clearly better; "
+                    "the pose network does not know these particles, fusing with init='grid'")
+        res = fuse(key, particles, n_iter=n_iter, symmetry=symmetry, flip=flip, inplane=inplane, n_seed=n_seed,
+                   outlier_mad=outlier_mad, voxel_nm=voxel_nm, max_components=max_components,
+                   coarse_components=coarse_components, grid_size=grid_size, n_starts=n_starts, blur_nm=blur_nm,
+                   steps=steps, tol_deg=tol_deg, seed=seed, cost=cost, batch_size=batch_size, mesh=mesh)
+        for h in res.history:
+            h.update(learned_fallback=True, n_fallback=n_p)
+        return res
 
     # --- seed: all-to-all registration of a subset of well-labelled particles ------------------------
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
@@ -493,4 +589,154 @@ def fuse(
     return FusionResult(
         rotations=rots, translations=translations, correlation=final_corr, inliers=inliers, template=template,
         points=apply_poses(particles, rots, translations), history=history,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("n_starts", "steps", "batch_size", "cost"))
+def _register_local_batch(points, sigma, mask, grids, grid_tmpl, tmpl, blurs, lr_rot, lr_shift_nm, *, n_starts,
+                          steps, batch_size, cost):
+    """:func:`jaxsr.fusion.register._register_one` with a grid of candidate rotations of each particle's own."""
+    d = points.shape[-1]
+
+    def one(args):
+        pts, sig, msk, grid = args
+        return _register_one(pts, sig, msk, jnp.zeros((0, d, d), pts.dtype), grid_tmpl, tmpl, grid, blurs, lr_rot,
+                             lr_shift_nm, n_starts=n_starts, steps=steps, cost=cost)
+
+    return jax.lax.map(one, (points, sigma, mask, grids), batch_size=batch_size)
+
+
+def _local_offsets(d: int, max_deg: float = 30.0) -> np.ndarray:
+    """Small rotations about the identity (the identity first): a local grid around a proposed pose
+    (3D: the rotations of a 2000-rotation SO(3) grid within ``max_deg``, about 17; 2D: steps of 5 degrees)."""
+    if d == 2:
+        a = np.radians(np.arange(-max_deg, max_deg + 1e-9, 5.0))
+        a = a[np.argsort(np.abs(a), kind="stable")]
+        return _np_rotation_2d(a)
+    g = rotation_grid(2000, dim=3).astype(np.float64)
+    ang = rotation_angle(g)
+    near = g[ang < np.radians(max_deg)]
+    return np.concatenate([np.eye(3)[None], near[np.argsort(rotation_angle(near), kind="stable")]])
+
+
+def _register_local(particles: Particles, template: GMM, coarse: GMM, cands: np.ndarray, n_refine: int,
+                    reg_kw: dict) -> Registration:
+    """Register every particle from its own candidate rotations ``cands (P, C, d, d)``: all scored at the
+    coarse scale (as the grid is), the best ``n_refine`` refined (as :func:`register_particles` refines its
+    best grid rotations). With a mesh: :func:`register_particles` refining the first ``n_refine`` candidates."""
+    d = particles.dim
+    blurs = np.atleast_1d(np.asarray(reg_kw["blur_nm"], np.float32))
+    if blurs.ndim != 1 or not np.all(np.isfinite(blurs)) or np.any(blurs < 0):
+        raise ValueError("argument 'blur_nm': expected a sequence of non-negative blurs (nm)")
+    n_refine = min(n_refine, cands.shape[1])
+    if reg_kw.get("mesh") is not None:
+        kw = {**reg_kw, "grid": np.eye(d, dtype=np.float32)[None], "n_starts": 1}
+        return register_particles(particles, template, coarse_template=coarse, starts=cands[:, :n_refine], **kw)
+    n_p = particles.n_particles
+    out = _register_local_batch(
+        jnp.asarray(particles.points, jnp.float32), jnp.asarray(particles.sigma, jnp.float32),
+        jnp.asarray(particles.mask), jnp.asarray(np.asarray(cands, np.float32)), pad_gmm(coarse), pad_gmm(template),
+        jnp.asarray(blurs), jnp.float32(0.03), jnp.float32(1.0),
+        n_starts=n_refine, steps=reg_kw["steps"], batch_size=min(reg_kw["batch_size"], n_p), cost=reg_kw["cost"])
+    return Registration(*(np.asarray(o) for o in out))
+
+
+def _padded_index(idx: np.ndarray, multiple: int = 8) -> np.ndarray:
+    """``idx`` padded by repeating its last entry to a multiple of ``multiple`` (few compiled sizes)."""
+    n = len(idx)
+    size = -(-n // multiple) * multiple
+    return np.concatenate([idx, np.full(size - n, idx[-1])])
+
+
+def _fuse_learned(key, particles, centred, centroids, model, register, template_from, *, group, symmetry, flip,
+                  n_iter, outlier_mad, tol_deg, pose_top_k, fallback_mad, n_probe, reg_kw, voxel_nm,
+                  max_components, coarse_components, n_refine, pose_rounds):
+    """The ``init="learned"`` path of :func:`fuse`; ``None`` when the probe says the network does not fit."""
+    from jaxsr.fusion.learned import predict_poses  # noqa: PLC0415
+
+    n_p, d = particles.n_particles, particles.dim
+    tick = time.perf_counter()
+    pred = predict_poses(model, centred, top_k=pose_top_k)
+    # first iteration: a local grid around every hypothesis, scored coarsely; the best n_refine refined
+    local = _local_offsets(d)
+    hyp_r = np.einsum("lij,pkjm->pklim", local, pred.rotations).reshape(n_p, -1, d, d).astype(np.float32)
+    # seed template: every particle's most confident pose, the more confident half, symmetrised
+    conf = pred.scores[:, 0]
+    use = conf >= np.median(conf)
+    template = template_from(centred, Registration(pred.rotations[:, 0], pred.translations[:, 0], None, None),
+                             use=use, sym=group)
+    log.info("learned initialisation: %d particles, %d hypotheses each, %.1f s", n_p, pose_top_k,
+             time.perf_counter() - tick)
+
+    def refine(subset, tmpl, starts):
+        coarse = reduce_gmm(*tmpl, voxel_nm=voxel_nm, max_components=coarse_components)
+        tmpl = pad_gmm(tmpl, size=max(max_components, np.shape(tmpl.weights)[0]))
+        coarse = pad_gmm(coarse, size=max(coarse_components, np.shape(coarse.weights)[0]))
+        return _register_local(subset, tmpl, coarse, starts, n_refine if starts.shape[1] > 1 else 1, reg_kw)
+
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    tried = np.zeros(n_p, bool)
+    rots = trans = None
+    history: list[dict] = []
+    inliers = np.ones(n_p, bool)
+    reg = None
+    frame_acc = np.eye(d)             # rotation from the network's reference frame to the current one
+    for it in range(n_iter):
+        tick = time.perf_counter()
+        if rots is None:
+            starts = hyp_r
+        elif it < pose_rounds:        # the hypotheses again, against a sharper template, and the previous pose
+            moved = np.einsum("ij,pcjk->pcik", frame_acc, hyp_r)
+            starts = np.concatenate([rots[:, None], moved], 1).astype(np.float32)
+        else:
+            starts = rots[:, None].astype(np.float32)
+        reg = refine(centred, template, starts)
+        reg = Registration(*(np.array(a) for a in reg))
+        if it == 0 and n_probe > 0:
+            probe = np.sort(rng.choice(n_p, size=n_probe, replace=False))
+            idx = _padded_index(probe)
+            grid_reg = register(centred.subset(idx), template, starts[idx, :1])
+            gain = np.asarray(grid_reg.correlation)[:n_probe] > 1.05 * reg.correlation[probe]
+            log.info("learned initialisation: the grid fits %d of %d probe particles clearly better",
+                     int(gain.sum()), n_probe)
+            if gain.sum() * 2 > n_probe:
+                return None
+        poor = ~_robust_inliers(reg.correlation, fallback_mad) if np.isfinite(fallback_mad) else np.zeros(n_p, bool)
+        redo = np.flatnonzero(poor & ~tried)
+        if redo.size:
+            idx = _padded_index(redo)
+            grid_reg = register(centred.subset(idx), template, starts[idx, :1])
+            better = np.asarray(grid_reg.correlation)[: redo.size] > reg.correlation[redo]
+            for field, new in zip(reg, grid_reg):
+                field[redo[better]] = np.asarray(new)[: redo.size][better]
+            tried[redo] = True
+            log.info("iteration %d: %d particles with a poor fit re-registered with the grid (%d improved)",
+                     it + 1, redo.size, int(better.sum()))
+        inliers = _robust_inliers(reg.correlation, outlier_mad) if np.isfinite(outlier_mad) else np.ones(n_p, bool)
+        new_rots, new_trans = np.asarray(reg.rotations, np.float64), np.asarray(reg.translations, np.float64)
+        pts = apply_poses(centred, new_rots, new_trans)
+        m = np.asarray(centred.mask) & inliers[:, None]
+        c = pts[m].mean(0)
+        new_trans = new_trans - c
+        if group is not None and d == 3 and symmetry > 1 and it < pose_rounds:
+            # the network's frame has the axis on z already; once settled, the frame stays put
+            plain = template_from(centred, Registration(new_rots, new_trans, None, None), use=inliers)
+            frame = symmetry_frame(plain, n_fold=symmetry, flip=flip)
+            new_rots = frame @ new_rots
+            new_trans = new_trans @ frame.T
+            frame_acc = frame @ frame_acc
+        change = None if rots is None else float(np.median(_pose_change_deg(rots, new_rots, group)))
+        rots, trans = new_rots, new_trans
+        template = template_from(centred, Registration(rots, trans, None, None), use=inliers, sym=group)
+        history.append(dict(iteration=it + 1, mean_correlation=float(np.mean(reg.correlation[inliers])),
+                            median_change_deg=change, n_inliers=int(inliers.sum()),
+                            n_components=int(np.shape(template.weights)[0]), n_fallback=int(redo.size),
+                            seconds=time.perf_counter() - tick))
+        log.info("iteration %d: %s", it + 1, history[-1])
+        if change is not None and change < tol_deg:
+            break
+    translations = trans - np.einsum("pij,pj->pi", rots, centroids)
+    return FusionResult(
+        rotations=rots, translations=translations, correlation=np.asarray(reg.correlation), inliers=inliers,
+        template=template, points=apply_poses(particles, rots, translations), history=history,
     )
