@@ -27,7 +27,7 @@ demo: $(VENV)/.installed
 	$(BIN)/jaxsr demo --out $(DEMO_OUT) --overwrite
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)

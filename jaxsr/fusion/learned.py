@@ -63,7 +63,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import flax.linen as nn
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,7 +73,7 @@ from jaxsr.fusion.particles import Particles, centre_particles
 from jaxsr.fusion.rotations import _quaternion_matrix, _rotation_2d, symmetry_group
 from jaxsr.fusion.simulate import npc_sites, origami_sites
 from jaxsr.nn._config import JsonConfig
-from jaxsr.nn.model import read_model_meta, write_model_dir
+from jaxsr.nn.model import read_model_meta, read_model_params, write_model_dir
 from jaxsr.nn.train import TrainConfig, fit
 
 __all__ = [
@@ -850,18 +849,8 @@ def load_pose_net(path: Any) -> PoseNetModel:
         raise ValueError(f"argument 'model': corrupt model.json in {path} ({exc})") from None
     if kind != _KIND or fmt != _FORMAT:
         raise ValueError(f"argument 'model': {path} is not a pose network (kind {kind!r}, format {fmt!r})")
-    if not (path / "params.msgpack").is_file():
-        raise ValueError(f"argument 'model': {path} has model.json but no params.msgpack")
-    template = jax.eval_shape(lambda: pose_net_init(jax.random.key(0), config=config).params)
-    template = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), template)
-    try:
-        params = flax.serialization.from_bytes(template, (path / "params.msgpack").read_bytes())
-    except Exception as exc:
-        raise ValueError(f"argument 'model': corrupt params.msgpack in {path} ({exc})") from None
-    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(template)):
-        if np.shape(a) != np.shape(b):
-            raise ValueError(f"argument 'model': params.msgpack in {path} does not match its model.json")
-    return PoseNetModel(config, jax.tree_util.tree_map(jnp.asarray, params), meta.get("info", {}))
+    params = read_model_params(path, init=lambda key: pose_net_init(key, config=config).params)
+    return PoseNetModel(config, params, meta.get("info", {}))
 
 
 def _pretrained_dir(name: str) -> Path:

@@ -156,11 +156,17 @@ def read_model_meta(path) -> tuple[Path, dict]:
         raise ValueError(f"argument 'model': corrupt model.json in {path} ({exc})") from None
 
 
-def read_model_params(path: Path, unet: UNetConfig):
-    """The weights of a :class:`UNet` of configuration ``unet`` from ``path/params.msgpack``, checked for shape."""
+def read_model_params(path: Path, unet: UNetConfig | None = None, *, init=None):
+    """The weights of a :class:`UNet` of configuration ``unet`` from ``path/params.msgpack``, checked for shape.
+
+    ``init``: instead of ``unet``, a function ``key -> params`` of any other network (its shapes, from
+    :func:`jax.eval_shape`, are the template the file must match).
+    """
     if not (path / "params.msgpack").is_file():
         raise ValueError(f"argument 'model': {path} has model.json but no params.msgpack")
-    template = jax.eval_shape(lambda: unet_init(jax.random.key(0), config=unet))
+    if init is None:
+        init = lambda key: unet_init(key, config=unet)  # noqa: E731
+    template = jax.eval_shape(lambda: init(jax.random.key(0)))
     template = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), template)
     try:
         params = flax.serialization.from_bytes(template, (path / "params.msgpack").read_bytes())
