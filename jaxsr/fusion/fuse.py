@@ -367,6 +367,39 @@ def _pairwise(register, template_from, parts: Particles, d: int):
     return rots, trans, score
 
 
+def _canonical_poses(centred: Particles, reg: Registration, inliers: np.ndarray, template_from, *, group,
+                     symmetry: int, flip: bool, find_axis: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The registered poses with the fused frame put in a canonical place: the inliers' centroid at 0
+    and (3D with an n-fold symmetry, when ``find_axis``) the symmetry axis on z.
+
+    Returns ``(rotations (P, d, d), translations (P, d), frame (d, d))``, float64; ``frame`` is the
+    rotation applied to the fused frame (the identity when none was).
+    """
+    d = centred.dim
+    rots, trans = np.asarray(reg.rotations, np.float64), np.asarray(reg.translations, np.float64)
+    pts = apply_poses(centred, rots, trans)
+    m = np.asarray(centred.mask) & inliers[:, None]
+    trans = trans - pts[m].mean(0)
+    frame = np.eye(d)
+    if find_axis and group is not None and d == 3 and symmetry > 1:
+        plain = template_from(centred, Registration(rots, trans, None, None), use=inliers)
+        frame = symmetry_frame(plain, n_fold=symmetry, flip=flip)
+        rots = frame @ rots
+        trans = trans @ frame.T
+    return rots, trans, frame
+
+
+def _result(particles: Particles, centroids: np.ndarray, rots: np.ndarray, trans: np.ndarray, reg: Registration,
+            inliers: np.ndarray, template: GMM, history: list) -> FusionResult:
+    """The :class:`FusionResult` of poses on centred particles, moved to the input coordinates:
+    ``x -> R (x - c_p) + t``."""
+    translations = trans - np.einsum("pij,pj->pi", rots, centroids)
+    return FusionResult(
+        rotations=rots, translations=translations, correlation=np.asarray(reg.correlation), inliers=inliers,
+        template=template, points=apply_poses(particles, rots, translations), history=history,
+    )
+
+
 def fuse(
     key: jax.Array,
     particles: Particles,
@@ -562,17 +595,8 @@ def fuse(
         starts = None if rots is None else rots[:, None].astype(np.float32)
         reg = register(centred, template, starts)
         inliers = _robust_inliers(reg.correlation, outlier_mad) if np.isfinite(outlier_mad) else np.ones(n_p, bool)
-        new_rots, new_trans = np.asarray(reg.rotations, np.float64), np.asarray(reg.translations, np.float64)
-        # put the frame in a canonical place: centroid at 0 and, with a symmetry, its axis on z
-        pts = apply_poses(centred, new_rots, new_trans)
-        m = np.asarray(centred.mask) & inliers[:, None]
-        c = pts[m].mean(0)
-        new_trans = new_trans - c
-        if group is not None and d == 3 and symmetry > 1:
-            plain = template_from(centred, Registration(new_rots, new_trans, None, None), use=inliers)
-            frame = symmetry_frame(plain, n_fold=symmetry, flip=flip)
-            new_rots = frame @ new_rots
-            new_trans = new_trans @ frame.T
+        new_rots, new_trans, _ = _canonical_poses(centred, reg, inliers, template_from, group=group,
+                                                  symmetry=symmetry, flip=flip, find_axis=True)
         change = None if rots is None else float(np.median(_pose_change_deg(rots, new_rots, group)))
         rots, trans = new_rots, new_trans
         template = template_from(centred, Registration(rots, trans, None, None), use=inliers, sym=group)
@@ -583,13 +607,7 @@ def fuse(
         log.info("iteration %d: %s", it + 1, history[-1])
         if change is not None and change < tol_deg:
             break
-    # poses on the input coordinates: x -> R (x - c_p) + t
-    translations = trans - np.einsum("pij,pj->pi", rots, centroids)
-    final_corr = np.asarray(reg.correlation)
-    return FusionResult(
-        rotations=rots, translations=translations, correlation=final_corr, inliers=inliers, template=template,
-        points=apply_poses(particles, rots, translations), history=history,
-    )
+    return _result(particles, centroids, rots, trans, reg, inliers, template, history)
 
 
 @functools.partial(jax.jit, static_argnames=("n_starts", "steps", "batch_size", "cost"))
@@ -713,18 +731,10 @@ def _fuse_learned(key, particles, centred, centroids, model, register, template_
             log.info("iteration %d: %d particles with a poor fit re-registered with the grid (%d improved)",
                      it + 1, redo.size, int(better.sum()))
         inliers = _robust_inliers(reg.correlation, outlier_mad) if np.isfinite(outlier_mad) else np.ones(n_p, bool)
-        new_rots, new_trans = np.asarray(reg.rotations, np.float64), np.asarray(reg.translations, np.float64)
-        pts = apply_poses(centred, new_rots, new_trans)
-        m = np.asarray(centred.mask) & inliers[:, None]
-        c = pts[m].mean(0)
-        new_trans = new_trans - c
-        if group is not None and d == 3 and symmetry > 1 and it < pose_rounds:
-            # the network's frame has the axis on z already; once settled, the frame stays put
-            plain = template_from(centred, Registration(new_rots, new_trans, None, None), use=inliers)
-            frame = symmetry_frame(plain, n_fold=symmetry, flip=flip)
-            new_rots = frame @ new_rots
-            new_trans = new_trans @ frame.T
-            frame_acc = frame @ frame_acc
+        # the network's frame has the axis on z already; once settled (after pose_rounds), the frame stays put
+        new_rots, new_trans, frame = _canonical_poses(centred, reg, inliers, template_from, group=group,
+                                                      symmetry=symmetry, flip=flip, find_axis=it < pose_rounds)
+        frame_acc = frame @ frame_acc
         change = None if rots is None else float(np.median(_pose_change_deg(rots, new_rots, group)))
         rots, trans = new_rots, new_trans
         template = template_from(centred, Registration(rots, trans, None, None), use=inliers, sym=group)
@@ -735,8 +745,4 @@ def _fuse_learned(key, particles, centred, centroids, model, register, template_
         log.info("iteration %d: %s", it + 1, history[-1])
         if change is not None and change < tol_deg:
             break
-    translations = trans - np.einsum("pij,pj->pi", rots, centroids)
-    return FusionResult(
-        rotations=rots, translations=translations, correlation=np.asarray(reg.correlation), inliers=inliers,
-        template=template, points=apply_poses(particles, rots, translations), history=history,
-    )
+    return _result(particles, centroids, rots, trans, reg, inliers, template, history)
