@@ -1,8 +1,10 @@
-"""Evaluate single-frame denoisers before and after CLID deconvolution on structures the shipped 3Snet never saw.
+"""Evaluate single-frame denoisers before and after CLID deconvolution on held-out simulated fields.
 
 Test images: ER-like tubular networks (:func:`jaxsr.simulate.tubular_network`) and
-hollow vesicle-like rings (:func:`jaxsr.simulate.hollow_rings`); the shipped 3Snet was
-trained on filaments and beads only (``benchmarks/train_3snet.py``). Each field is
+hollow vesicle-like rings (:func:`jaxsr.simulate.hollow_rings`), at seeds and
+parameters of their own: the shipped 3Snet was trained on filaments, beads, rings and
+networks of other draws (``benchmarks/train_3snet.py``; networks of mean polygon size
+450-1800 nm, 4-40 rings per field), never on these fields. Each field is
 imaged as an RSFP ON/OFF series with the 3Snet-CLID Fig. 1 protocol
 (:func:`jaxsr.simulate.simulate_rsfp_series`: pixel-integrated Airy PSF on the 3x fine
 grid, 65 nm camera pixels, NA 1.49, 488 nm, 50 ON/OFF cycles, fixed-pattern background
@@ -43,7 +45,7 @@ Checks (reported in the JSON with pass/fail, never tuned to pass):
 Also: CPU inference time of the 3Snet per 1024 x 1024 frame (warm-up call apart, median
 of 3); the lambda sweep (from ``benchmarks/results/train_3snet.json`` or, with
 ``--sweep``, a tiny one run here); a diagnostic of the mean preservation on filament
-fields (the training structure) of increasing density; for DPS, the decorrelation of its
+fields (a training structure) of increasing density; for DPS, the decorrelation of its
 input merely resampled to the DPS grid (a grid change alone must not count as a gain).
 
 Usage:
@@ -179,7 +181,7 @@ def run_dps(raw_frames, model, *, steps, seed):
 
 # --------------------------------------------------------------------------- measurements
 def preservation_control(key, model, size, n_cycles, counts=(4, 8, 16, 32)):
-    """3Snet mean error on filament fields (the training structure) of increasing density (diagnostic only)."""
+    """3Snet mean error on filament fields (a training structure) of increasing density (diagnostic only)."""
     from jaxsr.simulate import filaments  # noqa: PLC0415
 
     fine = PIXEL_NM / UPSAMPLE
@@ -404,9 +406,9 @@ def main(argv=None) -> int:
         print(f"\nDPS: " + ", ".join(f"{r['structure']} {r['input_resolution_nm']:.0f} -> "
                                      f"{r['dps_resolution_nm']:.0f} nm ({r['gain']:.2f}x)" for r in per))
 
-    # --- diagnostic: the same preservation measure on the training structure at several densities
+    # --- diagnostic: the same preservation measure on filaments (a training structure) at several densities
     control = preservation_control(jax.random.fold_in(key, 7), model, args.size, args.cycles)
-    print("3Snet mean error on filament fields (training structure): " + ", ".join(
+    print("3Snet mean error on filament fields (a training structure): " + ", ".join(
         f"{r['n_filaments']} filaments (clean mean {r['clean_mean']:.1f}): {100 * r['relative_error']:+.1f} %"
         for r in control))
 
@@ -471,8 +473,8 @@ def main(argv=None) -> int:
             "scaled to [0, 1], after the least-squares affine fit, data range 1 (jaxsr.deconv.experiment).",
             "Checks use means over fields; per_field_clid_psnr_wins counts fields where 3Snet-CLID wins.",
             "preservation_control_filaments (diagnostic, not a check): the 3Snet mean error on fields of the "
-            "training structure (filaments) at increasing density, to tell a density/domain effect from a "
-            "global bias.",
+            "filaments (a structure of the training set) at increasing density, to tell a density effect from "
+            "a global bias.",
             "blind_spot_from_cache: the blind-spot output was read from --cache-dir (trained by an earlier, "
             "interrupted run of this script with the same settings); its training time is then not re-measured.",
         ],
