@@ -317,9 +317,18 @@ def pose_net_init(key: jax.Array, *, config: PoseNetConfig | None = None) -> Pos
     config = PoseNetConfig() if config is None else config
     if not isinstance(config, PoseNetConfig):
         raise TypeError(f"argument 'config': expected a PoseNetConfig, got {type(config).__name__}")
+    return PoseNetModel(config, _init_fn(config)(key))
+
+
+@functools.lru_cache(maxsize=16)
+def _init_fn(config: PoseNetConfig):
+    """A jitted initialiser per configuration (eager Flax init is seconds of op-by-op dispatch; same weights)."""
     d = config.dim
-    params = _PoseNet(config).init(key, jnp.zeros((1, 4, d)), jnp.ones((1, 4, d)), jnp.ones((1, 4), bool))
-    return PoseNetModel(config, params)
+
+    def init(key):
+        return _PoseNet(config).init(key, jnp.zeros((1, 4, d)), jnp.ones((1, 4, d)), jnp.ones((1, 4), bool))
+
+    return jax.jit(init)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
