@@ -96,10 +96,19 @@ def training_fields(key, *, n_fields=60, size=128, n_cycles=50):
         k_struct, k_bg, k_series, k_par, k_beads = jax.random.split(jax.random.fold_in(key, i), 5)
         u = np.asarray(jax.random.uniform(k_par, (9,)))
         kind = i % 5
-        truth = jnp.zeros(fine_shape, jnp.float32)
+        lines = None  # the polylines of the field's structure (kinds 0, 2, 3, 4), drawn with one renderer
         if kind in (0, 2):
             n_fil = max(1, int(round(_log_uniform(u[0], 3, 48) * area)))
             lines = filaments(k_struct, n_filaments=n_fil, field_nm=field, length_nm=1.5 * field[0])
+        elif kind == 3:
+            d = 150.0 + 250.0 * float(u[6])
+            lines = hollow_rings(k_struct, n=max(1, int(round(_log_uniform(u[0], 4, 40) * area))), field_nm=field,
+                                 diameter_nm=(d, 2.5 * d), min_gap_nm=50.0 + 200.0 * float(u[7]))
+        elif kind == 4:
+            lines = tubular_network(k_struct, field_nm=field, mean_spacing_nm=_log_uniform(u[0], 450.0, 1800.0),
+                                    prune_fraction=0.3 * float(u[6]), bend_nm=200.0 * float(u[7]), points_per_edge=9)
+        truth = jnp.zeros(fine_shape, jnp.float32)
+        if lines is not None:
             truth = truth + render_polyline(lines, shape=fine_shape, pixel_size_nm=fine, photons_per_nm=1.0)
         if kind in (1, 2):
             n_beads = max(1, int(round(_log_uniform(u[5], 20, 1200) * area)))
@@ -108,15 +117,6 @@ def training_fields(key, *, n_fields=60, size=128, n_cycles=50):
             if kind == 2:  # beads as bright (per fine pixel) as the brightest filament pixel
                 beads = beads * (float(truth.max()) / max(float(beads.max()), 1e-12))
             truth = truth + beads
-        if kind == 3:
-            d = 150.0 + 250.0 * float(u[6])
-            lines = hollow_rings(k_struct, n=max(1, int(round(_log_uniform(u[0], 4, 40) * area))), field_nm=field,
-                                 diameter_nm=(d, 2.5 * d), min_gap_nm=50.0 + 200.0 * float(u[7]))
-            truth = render_polyline(lines, shape=fine_shape, pixel_size_nm=fine, photons_per_nm=1.0)
-        if kind == 4:
-            lines = tubular_network(k_struct, field_nm=field, mean_spacing_nm=_log_uniform(u[0], 450.0, 1800.0),
-                                    prune_fraction=0.3 * float(u[6]), bend_nm=200.0 * float(u[7]), points_per_edge=9)
-            truth = render_polyline(lines, shape=fine_shape, pixel_size_nm=fine, photons_per_nm=1.0)
         peak = float(60.0 + 195.0 * u[1])
         level = float(20.0 + 120.0 * u[2])
         contrast = float(0.2 + 0.5 * u[3])
