@@ -49,7 +49,7 @@ from jaxsr.fusion.particles import (
     particles_from_table,
     pick_particles,
 )
-from jaxsr.fusion.register import COSTS, Registration, pad_gmm, register_particles, rotation_grid
+from jaxsr.fusion.register import COSTS, Registration, pad_gmm, register_particles, rotation_grid, shift_grid
 from jaxsr.fusion.rotations import (
     matrix_to_quaternion,
     quaternion_to_matrix,
@@ -69,7 +69,7 @@ __all__ = [
     "rotation_2d", "so3_exp", "rotation_matrix", "quaternion_to_matrix", "matrix_to_quaternion", "rotation_angle",
     "so3_grid", "so2_grid", "sphere_grid", "symmetry_group",
     "GMM", "particle_gmm", "transform_gmm", "gmm_log_overlap", "gmm_correlation", "reduce_gmm",
-    "COSTS", "Registration", "register_particles", "rotation_grid", "pad_gmm",
+    "COSTS", "Registration", "register_particles", "rotation_grid", "pad_gmm", "shift_grid",
     "FusionResult", "fuse", "build_template", "symmetry_frame", "apply_poses", "synchronise_poses", "INITS",
     "pose_errors", "RingMeasurement", "ring_measurements", "fusion_frc", "render_points_nd",
     "ParticleSimulation", "npc_sites", "origami_sites", "simulate_particles",

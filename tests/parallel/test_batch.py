@@ -134,6 +134,13 @@ got = F.register_particles(centred, tmpl, mesh=mesh, **kw)
 out["reg_rot"] = mad(got.rotations, ref.rotations)
 out["reg_t_nm"] = mad(got.translations, ref.translations)
 out["reg_corr"] = mad(got.correlation, ref.correlation)
+# with a translation search and given start translations (the per-particle and the shared extra arguments)
+kws = dict(kw, blur_nm=(3.0, 0.0), shifts=F.shift_grid(6.0, 3.0, dim=2), starts=np.asarray(ref.rotations)[:, None],
+           start_translations=np.asarray(ref.translations)[:, None])
+ref_s = F.register_particles(centred, tmpl, **kws)
+got_s = F.register_particles(centred, tmpl, mesh=mesh, **kws)
+out["reg_shift_rot"] = mad(got_s.rotations, ref_s.rotations)
+out["reg_shift_t_nm"] = mad(got_s.translations, ref_s.translations)
 
 # --- data-parallel training: a linear model, a loss with key-dependent noise of the batch's shape ------------
 from jaxsr.nn.train import TrainConfig, _jit_step, _optimizer_settings, fit, make_optimizer
@@ -314,6 +321,8 @@ def test_register_particles_over_particles(sharded):
     assert sharded["reg_rot"] <= 1e-4
     assert sharded["reg_t_nm"] <= 1e-3
     assert sharded["reg_corr"] <= 1e-5
+    assert sharded["reg_shift_rot"] <= 1e-4
+    assert sharded["reg_shift_t_nm"] <= 1e-3
 
 
 def test_data_parallel_training(sharded):
