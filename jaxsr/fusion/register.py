@@ -103,6 +103,25 @@ def pad_gmm(gmm: GMM, *, size: int | None = None, multiple: int = 64) -> GMM:
     return GMM(means, covs, weights)
 
 
+def _isotropic_terms(var, logw, tmpl: GMM, blur):
+    """The grid stage's per-pair variances ``v (N, M)`` (point and component variances averaged over
+    axes, plus the blur) and log-normalisers ``base (N, M)``."""
+    d = tmpl.means.shape[-1]
+    tvar = jnp.trace(tmpl.covs, axis1=-2, axis2=-1) / d
+    v = var[:, None] + tvar[None, :] + 2.0 * blur * blur
+    base = logw[:, None] + _log_weights(tmpl.weights)[None, :] - 0.5 * d * jnp.log(2.0 * jnp.pi * v)
+    return v, base
+
+
+def _pose_scores(ln, logw, cost):
+    """Scores ``(P,)`` of ``P`` poses from their log pair terms ``ln (P, N, M)``."""
+    if cost == "l2":
+        return jax.nn.logsumexp(ln.reshape(ln.shape[0], -1), axis=-1)
+    w = jnp.exp(logw)
+    per_point = jax.nn.logsumexp(ln - logw[None, :, None], axis=-1)          # (P, N)
+    return jnp.sum(jnp.where(w > 0, w * per_point, 0.0), axis=-1)
+
+
 def _grid_scores(pts, var, logw, tmpl: GMM, grid, blur, cost):
     """log-overlap at every grid rotation with isotropic covariances: ``(G,)``.
 
@@ -111,40 +130,25 @@ def _grid_scores(pts, var, logw, tmpl: GMM, grid, blur, cost):
     over axes plus the blur."""
     d = pts.shape[-1]
     g = grid.shape[0]
-    tvar = jnp.trace(tmpl.covs, axis1=-2, axis2=-1) / d
     xr = (grid.reshape(g * d, d) @ pts.T).reshape(g, d, -1)              # (G, d, N)
     x2 = jnp.sum(pts * pts, -1)                                         # |R x|^2 = |x|^2
     cross = jnp.einsum("gkn,mk->gnm", xr, tmpl.means)
     d2 = jnp.maximum(x2[None, :, None] + jnp.sum(tmpl.means**2, -1)[None, None, :] - 2.0 * cross, 0.0)
-    v = var[:, None] + tvar[None, :] + 2.0 * blur * blur
-    base = logw[:, None] + _log_weights(tmpl.weights)[None, :] - 0.5 * d * jnp.log(2.0 * jnp.pi * v)
-    ln = base[None] - 0.5 * d2 / v[None]
-    if cost == "l2":
-        return jax.nn.logsumexp(ln.reshape(g, -1), axis=-1)
-    w = jnp.exp(logw)
-    per_point = jax.nn.logsumexp(ln - logw[None, :, None], axis=-1)          # (G, N)
-    return jnp.sum(jnp.where(w > 0, w * per_point, 0.0), axis=-1)
+    v, base = _isotropic_terms(var, logw, tmpl, blur)
+    return _pose_scores(base[None] - 0.5 * d2 / v[None], logw, cost)
 
 
 def _grid_scores_shifted(pts, var, logw, tmpl: GMM, grid, shifts, blur, cost):
     """:func:`_grid_scores` at every grid rotation and every translation of ``shifts`` ``(K, d)``: ``(G, K)``.
 
     Mapped over the rotations (memory ``K N M`` at a time)."""
-    d = pts.shape[-1]
-    tvar = jnp.trace(tmpl.covs, axis1=-2, axis2=-1) / d
-    v = var[:, None] + tvar[None, :] + 2.0 * blur * blur                      # (N, M)
-    base = logw[:, None] + _log_weights(tmpl.weights)[None, :] - 0.5 * d * jnp.log(2.0 * jnp.pi * v)
+    v, base = _isotropic_terms(var, logw, tmpl, blur)
     m2 = jnp.sum(tmpl.means**2, -1)
-    w = jnp.exp(logw)
 
     def one(rot):
         moved = (pts @ rot.T)[None] + shifts[:, None, :]                       # (K, N, d)
         d2 = jnp.sum(moved * moved, -1)[..., None] + m2 - 2.0 * moved @ tmpl.means.T
-        ln = base[None] - 0.5 * jnp.maximum(d2, 0.0) / v[None]                # (K, N, M)
-        if cost == "l2":
-            return jax.nn.logsumexp(ln.reshape(ln.shape[0], -1), axis=-1)
-        per_point = jax.nn.logsumexp(ln - logw[None, :, None], axis=-1)        # (K, N)
-        return jnp.sum(jnp.where(w > 0, w * per_point, 0.0), axis=-1)
+        return _pose_scores(base[None] - 0.5 * jnp.maximum(d2, 0.0) / v[None], logw, cost)
 
     return jax.lax.map(one, grid, batch_size=8)
 
@@ -158,8 +162,7 @@ def _distinct_top(scores, grid, shifts, n, rot_cos, shift_nm):
     def pick(s, _):
         i = jnp.argmax(s)
         g, k = i // s.shape[1], i % s.shape[1]
-        cos = (jnp.einsum("gij,ij->g", grid, grid[g]) - (d - 2)) / 2.0 if d == 3 else \
-            jnp.einsum("gij,ij->g", grid, grid[g]) / 2.0
+        cos = (jnp.einsum("gij,ij->g", grid, grid[g]) - (d - 2)) / 2.0       # trace = d - 2 + 2 cos(angle)
         near = (cos[:, None] > rot_cos) & (jnp.linalg.norm(shifts - shifts[k], axis=-1)[None, :] < shift_nm)
         return jnp.where(near, -jnp.inf, s), (g, k)
 
@@ -256,11 +259,8 @@ def _register_one(pts, sig, msk, extra, grid_tmpl, tmpl, grid, blurs, lr_rot, lr
 
 
 @functools.partial(jax.jit, static_argnames=("n_starts", "steps", "batch_size", "cost"))
-def _register_batch(points, sigma, mask, grid_tmpl, tmpl, grid, starts, blurs, lr_rot, lr_shift_nm, starts_t=None,
-                    shifts=None, nms=None, *, n_starts, steps, batch_size, cost):
-    if starts_t is None:
-        starts_t = jnp.zeros(starts.shape[:2] + starts.shape[-1:], points.dtype)
-
+def _register_batch(points, sigma, mask, grid_tmpl, tmpl, grid, starts, blurs, lr_rot, lr_shift_nm, starts_t,
+                    shifts, nms, *, n_starts, steps, batch_size, cost):
     def one(args):
         pts, sig, msk, extra, extra_t = args
         return _register_one(pts, sig, msk, extra, grid_tmpl, tmpl, grid, blurs, lr_rot, lr_shift_nm, extra_t,
