@@ -13,7 +13,17 @@ Used qualified (``jaxsr.fusion.fuse``), like :mod:`jaxsr.smlm`.
 - :mod:`jaxsr.fusion.learned`: a PointNet-style pose network (learned initialisation, ``fuse(init="learned")``).
 """
 
-from jaxsr.fusion.fuse import INITS, FusionResult, apply_poses, build_template, fuse, symmetry_frame, synchronise_poses
+from jaxsr.fusion.fuse import (
+    INITS,
+    FusionResult,
+    GoldStandardFRC,
+    apply_poses,
+    build_template,
+    fuse,
+    gold_standard_frc,
+    symmetry_frame,
+    synchronise_poses,
+)
 from jaxsr.fusion.gmm import GMM, gmm_correlation, gmm_log_overlap, particle_gmm, reduce_gmm, transform_gmm
 from jaxsr.fusion.io import (
     read_particles,
@@ -71,7 +81,8 @@ __all__ = [
     "GMM", "particle_gmm", "transform_gmm", "gmm_log_overlap", "gmm_correlation", "reduce_gmm",
     "COSTS", "Registration", "register_particles", "rotation_grid", "pad_gmm", "shift_grid",
     "FusionResult", "fuse", "build_template", "symmetry_frame", "apply_poses", "synchronise_poses", "INITS",
-    "pose_errors", "RingMeasurement", "ring_measurements", "fusion_frc", "render_points_nd",
+    "pose_errors", "RingMeasurement", "ring_measurements", "fusion_frc", "render_points_nd", "GoldStandardFRC",
+    "gold_standard_frc",
     "ParticleSimulation", "npc_sites", "origami_sites", "simulate_particles",
     "read_particles", "write_particles_csv", "write_fusion_csv", "write_poses_csv", "write_truth_csv",
     "read_poses_csv", "render_fusion_png",

@@ -172,20 +172,25 @@ def _threshold_curve(threshold: str, counts: np.ndarray) -> np.ndarray:
     return (0.2071 + 1.9102 / root) / (1.2071 + 0.9102 / root)
 
 
-def _first_crossing(curve: np.ndarray, thresh: np.ndarray) -> float:
-    """Fractional ring index of the first fall below the threshold (ring >= 3), or nan."""
+def _first_crossing(curve: np.ndarray, thresh: np.ndarray, rings_below: int = 1) -> float:
+    """Fractional ring index of the first fall below the threshold (ring >= 3) that lasts ``rings_below``
+    rings (or to the last ring), or nan."""
     g = curve - thresh
     for i in range(_FIRST_RING, curve.size):
-        if g[i] < 0:
+        if g[i] < 0 and np.all(g[i:i + rings_below] < 0):
             if g[i - 1] > 0:
                 return (i - 1) + g[i - 1] / (g[i - 1] - g[i])
             return float(i)
     return float("nan")
 
 
-def _result(curve, counts, threshold, freq_step_per_nm) -> FRCResult:
+def _check_rings_below(value: Any) -> int:
+    return check_int(value, "rings_below", minimum=1)
+
+
+def _result(curve, counts, threshold, freq_step_per_nm, rings_below: int = 1) -> FRCResult:
     thresh = _threshold_curve(threshold, counts)
-    ring = _first_crossing(curve, thresh)
+    ring = _first_crossing(curve, thresh, rings_below)
     crossed = bool(np.isfinite(ring))
     crossing = ring * freq_step_per_nm if crossed else float("nan")
     return FRCResult(
@@ -207,7 +212,8 @@ def _prepare_for_fft(a: np.ndarray, window: np.ndarray | None, name: str) -> np.
 
 # ------------------------------------------------------------------------- FRC
 def frc(
-    image1: Any, image2: Any, *, pixel_size_nm: Any, threshold: str = "1/7", apodize: bool = True
+    image1: Any, image2: Any, *, pixel_size_nm: Any, threshold: str = "1/7", apodize: bool = True,
+    rings_below: int = 1,
 ) -> FRCResult:
     """Fourier ring (2-D) or shell (3-D) correlation of two independent images of the same object.
 
@@ -243,6 +249,12 @@ def frc(
         threshold: ``"1/7"`` (fixed 0.143) or ``"half-bit"`` (van Heel & Schatz 2005,
             with the number of pixels per ring or voxels per shell).
         apodize: taper the edges with a Hann window before the FFT.
+        rings_below: the crossing is the first fall below the threshold after which the
+            curve stays below for this many rings (shells); 1 (default): the first fall.
+            Sparse or periodic objects (a fused DNA-origami grid) have almost no power
+            between their envelope and their first spectral peak, where the curve of even
+            a perfect reconstruction can dip below the threshold for a ring or two and the
+            first fall lands at a meaninglessly low frequency; 3 skips such dips.
 
     Returns:
         :class:`FRCResult` ``(resolution_nm, frequencies, curve, threshold_curve,
@@ -252,7 +264,7 @@ def frc(
     Raises:
         ValueError: an image neither 2-D nor 3-D, smaller than 8 along an axis,
             constant or with NaN; shapes that differ; a non-positive pixel size;
-            an unknown threshold.
+            an unknown threshold; ``rings_below`` below 1.
         TypeError: a complex or non-numeric image or pixel size; a non-bool ``apodize``.
 
     References:
@@ -283,6 +295,7 @@ def frc(
     px = _check_pixel_size(pixel_size_nm)
     check_choice(threshold, "threshold", _THRESHOLDS)
     apodize = _check_bool(apodize, "apodize")
+    rings_below = _check_rings_below(rings_below)
     ndim = a.ndim
     n = min(a.shape)
     if n < 8:
@@ -294,7 +307,7 @@ def frc(
     fb = np.fft.fftn(_prepare_for_fft(b, window, "image2"))
     n_rings = n // 2 + 1
     curve, counts = _ring_correlation(fa, fb, _ring_index(n, ndim), n_rings)
-    return _result(curve, counts, threshold, 1.0 / (n * px))
+    return _result(curve, counts, threshold, 1.0 / (n * px), rings_below)
 
 
 def frc_single(image: Any, *, pixel_size_nm: Any, threshold: str = "1/7", apodize: bool = True) -> FRCResult:
