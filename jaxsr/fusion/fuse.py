@@ -53,11 +53,10 @@ import numpy as np
 
 from jaxsr._validate import check_choice, check_int, positive_float, real_float
 from jaxsr.fusion.gmm import GMM, gmm_log_overlap, reduce_gmm
-from jaxsr.fusion.measure import pose_errors, render_points_nd
+from jaxsr.fusion.measure import _halves_frc, pose_errors
 from jaxsr.fusion.particles import Particles, centre_particles, make_particles
 from jaxsr.fusion.register import COSTS, Registration, _register_one, pad_gmm, register_particles, rotation_grid
 from jaxsr.fusion.rotations import _np_rotation_2d, rotation_angle, so3_exp, sphere_grid, symmetry_group
-from jaxsr.metrics import frc
 
 __all__ = ["FusionResult", "fuse", "build_template", "symmetry_frame", "apply_poses", "synchronise_poses", "INITS",
            "GoldStandardFRC", "gold_standard_frc"]
@@ -402,6 +401,15 @@ def _result(particles: Particles, centroids: np.ndarray, rots: np.ndarray, trans
     )
 
 
+def _padded_templates(template: GMM, voxel_nm: float, max_components: int, coarse_components: int
+                      ) -> tuple[GMM, GMM]:
+    """The template for refinement and its reduction for the grid stage, padded to fixed sizes so that
+    every iteration (and the seed) reuses one compiled registration."""
+    coarse = reduce_gmm(*template, voxel_nm=voxel_nm, max_components=coarse_components)
+    return (pad_gmm(template, size=max(max_components, np.shape(template.weights)[0])),
+            pad_gmm(coarse, size=max(coarse_components, np.shape(coarse.weights)[0])))
+
+
 def fuse(
     key: jax.Array,
     particles: Particles,
@@ -539,10 +547,7 @@ def fuse(
     centred, centroids = centre_particles(particles)
 
     def register(subset: Particles, template: GMM, starts=None) -> Registration:
-        coarse = reduce_gmm(*template, voxel_nm=voxel_nm, max_components=coarse_components)
-        # fixed padded sizes: every iteration (and the seed) reuses one compiled registration
-        template = pad_gmm(template, size=max(max_components, np.shape(template.weights)[0]))
-        coarse = pad_gmm(coarse, size=max(coarse_components, np.shape(coarse.weights)[0]))
+        template, coarse = _padded_templates(template, voxel_nm, max_components, coarse_components)
         if starts is None:
             starts = np.broadcast_to(np.eye(d, dtype=np.float32), (subset.n_particles, 1, d, d))
         return register_particles(subset, template, coarse_template=coarse, starts=starts, **reg_kw)
@@ -689,9 +694,7 @@ def _fuse_learned(key, particles, centred, centroids, model, register, template_
              time.perf_counter() - tick)
 
     def refine(subset, tmpl, starts):
-        coarse = reduce_gmm(*tmpl, voxel_nm=voxel_nm, max_components=coarse_components)
-        tmpl = pad_gmm(tmpl, size=max(max_components, np.shape(tmpl.weights)[0]))
-        coarse = pad_gmm(coarse, size=max(coarse_components, np.shape(coarse.weights)[0]))
+        tmpl, coarse = _padded_templates(tmpl, voxel_nm, max_components, coarse_components)
         return _register_local(subset, tmpl, coarse, starts, n_refine if starts.shape[1] > 1 else 1, reg_kw)
 
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
@@ -837,16 +840,10 @@ def gold_standard_frc(
     pick = rng.choice(len(pts[1]), size=min(max_points, len(pts[1])), replace=False)
     centre = pts[1][pick].mean(0)
     probe = make_particles([pts[1][pick] - centre], [sig[1][pick]])
-    tmpl = halves[0].template
-    coarse = reduce_gmm(*tmpl, voxel_nm=4.0, max_components=64)
-    reg = register_particles(probe, pad_gmm(tmpl, size=max(256, np.shape(tmpl.weights)[0])),
-                             coarse_template=pad_gmm(coarse, size=64), n_starts=4, batch_size=1)
+    tmpl, coarse = _padded_templates(halves[0].template, 4.0, 256, 64)
+    reg = register_particles(probe, tmpl, coarse_template=coarse, n_starts=4, batch_size=1)
     rot = np.asarray(reg.rotations[0], np.float64)
     trans = np.asarray(reg.translations[0], np.float64) - rot @ centre
     a, b = pts[0], pts[1] @ rot.T + trans
-    if extent_nm is None:
-        extent_nm = float(np.percentile(np.abs(np.concatenate([a, b])), 99.5)) + 10.0
-    ha = render_points_nd(a, pixel_size_nm=pixel_size_nm, extent_nm=extent_nm)
-    hb = render_points_nd(b, pixel_size_nm=pixel_size_nm, extent_nm=extent_nm)
-    result = frc(ha, hb, pixel_size_nm=pixel_size_nm, rings_below=rings_below)
+    result = _halves_frc(a, b, pixel_size_nm=pixel_size_nm, extent_nm=extent_nm, rings_below=rings_below)
     return GoldStandardFRC(result, tuple(halves), rot, trans, (a, b))

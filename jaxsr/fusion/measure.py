@@ -175,6 +175,13 @@ def fusion_frc(points: Any, mask: Any, *, pixel_size_nm: float = 2.0, extent_nm:
     b = pts[m & ~split[:, None]]
     if len(a) == 0 or len(b) == 0:
         raise ValueError("argument 'split': both halves need localizations")
+    return _halves_frc(a, b, pixel_size_nm=pixel_size_nm, extent_nm=extent_nm, rings_below=rings_below)
+
+
+def _halves_frc(a: np.ndarray, b: np.ndarray, *, pixel_size_nm: float, extent_nm: float | None,
+                rings_below: int) -> FRCResult:
+    """FRC/FSC of the histograms of two point sets ``(n, d)`` on one field (default half-width: the
+    99.5th percentile radius + 10 nm)."""
     if extent_nm is None:
         extent_nm = float(np.percentile(np.abs(np.concatenate([a, b])), 99.5)) + 10.0
     ha = render_points_nd(a, pixel_size_nm=pixel_size_nm, extent_nm=extent_nm)

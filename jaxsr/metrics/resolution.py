@@ -184,10 +184,6 @@ def _first_crossing(curve: np.ndarray, thresh: np.ndarray, rings_below: int = 1)
     return float("nan")
 
 
-def _check_rings_below(value: Any) -> int:
-    return check_int(value, "rings_below", minimum=1)
-
-
 def _result(curve, counts, threshold, freq_step_per_nm, rings_below: int = 1) -> FRCResult:
     thresh = _threshold_curve(threshold, counts)
     ring = _first_crossing(curve, thresh, rings_below)
@@ -295,7 +291,7 @@ def frc(
     px = _check_pixel_size(pixel_size_nm)
     check_choice(threshold, "threshold", _THRESHOLDS)
     apodize = _check_bool(apodize, "apodize")
-    rings_below = _check_rings_below(rings_below)
+    rings_below = check_int(rings_below, "rings_below", minimum=1)
     ndim = a.ndim
     n = min(a.shape)
     if n < 8:
