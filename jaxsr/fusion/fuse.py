@@ -112,6 +112,15 @@ def _aligned_mixture(particles: Particles, rotations: np.ndarray, translations: 
     return pts[mask], covs, np.ones(int(mask.sum()))
 
 
+def _density_cap(value: Any) -> float | None:
+    if value is None:
+        return None
+    cap = positive_float(value, "density_cap")
+    if cap > 1.0:
+        raise ValueError(f"argument 'density_cap': expected a fraction in (0, 1], got {value}")
+    return cap
+
+
 _FLOOR_NM2 = 0.25   # (0.5 nm)^2: keeps every template component positive definite
 
 
@@ -120,6 +129,7 @@ def build_template(
     voxel_nm: float = 4.0,
     max_components: int | None = 256,
     include_uncertainty: bool = False,
+    density_cap: float | None = None,
 ) -> GMM:
     """The template mixture of aligned particles: their localizations, optionally averaged over a symmetry group.
 
@@ -136,6 +146,13 @@ def build_template(
             uncertainty again, so including it would blur the template a third
             time (measured on simulated pores: median pose error 2.3 -> see
             ``benchmarks/eval_fusion.py``).
+        density_cap: ``None`` (default) or a fraction in (0, 1]: every component's peak density, seen
+            through the particles' median localization precision, is capped at this fraction of the
+            highest, so that all well-populated sites weigh alike. Against rich-get-richer on sparse
+            periodic structures: a particle showing a few sites of a DNA-origami grid fits many
+            lattice positions equally, the centre sites collect the most, and with the template's
+            own weights the next registration prefers them even more, until the template is two
+            blobs (see :func:`fuse` and ``benchmarks/eval_fusion.py``).
 
     Returns:
         :class:`GMM`; every component's covariance is the spread of the
@@ -150,7 +167,17 @@ def build_template(
         means = np.einsum("kij,nj->kni", g, means).reshape(-1, means.shape[1])
         covs = np.einsum("kij,njl,kml->knim", g, covs, g).reshape(-1, *covs.shape[1:])
         w = np.tile(w, g.shape[0])
-    return reduce_gmm(means, covs, w, voxel_nm=voxel_nm, max_components=max_components)
+    out = reduce_gmm(means, covs, w, voxel_nm=voxel_nm, max_components=max_components)
+    cap = _density_cap(density_cap)
+    if cap is None:
+        return out
+    sig = np.asarray(particles.sigma, np.float64)[np.asarray(particles.mask) & use[:, None]]
+    s2 = float(np.median(np.mean(sig**2, axis=-1))) if sig.size else 0.0
+    c = np.asarray(out.covs, np.float64)
+    root_det = np.sqrt(np.linalg.det(c + s2 * np.eye(c.shape[-1])))
+    height = np.asarray(out.weights, np.float64) / root_det
+    w = np.minimum(height, cap * height.max()) * root_det
+    return GMM(out.means, out.covs, (w / w.sum()).astype(np.asarray(out.weights).dtype))
 
 
 def _rotation_to_z(u: np.ndarray) -> np.ndarray:
@@ -439,6 +466,8 @@ def fuse(
     pose_rounds: int = 2,
     fallback_mad: float = 3.0,
     n_probe: int = 8,
+    shifts: Any = None,
+    density_cap: float | None = None,
 ) -> FusionResult:
     """Fuse particles into one super-particle with a dynamic template.
 
@@ -486,6 +515,16 @@ def fuse(
             symmetry axis; later iterations refine the previous pose alone.
         fallback_mad: the robust z-score below which a learned pose is re-registered with the grid.
         n_probe: particles checked against the grid at the first learned iteration (0: no check).
+        shifts: ``(K, d)`` nm translations tried with every grid rotation (:func:`jaxsr.fusion.shift_grid`;
+            see :func:`jaxsr.fusion.register_particles`); ``None`` (default): the particle's centroid
+            on the template's centre only.
+        density_cap: cap on the template's component densities (see :func:`build_template`);
+            ``None`` (default): the template keeps the aligned localizations' own weights.
+
+    Sparse periodic structures (DNA-origami grids at 30 % labelling) need the last two with a fine
+    grid-stage blur: ``shifts=shift_grid(25, 5, dim=2), blur_nm=(5, 0), density_cap=0.25``
+    (measured in ``benchmarks/eval_fusion.py``; with the defaults the template collapses onto two
+    sites).
 
     Returns:
         :class:`FusionResult`.
@@ -542,8 +581,9 @@ def fuse(
         from jaxsr.parallel.batch import check_mesh  # noqa: PLC0415 (jaxsr.parallel imports the methods)
 
         check_mesh(mesh)
+    density_cap = _density_cap(density_cap)
     reg_kw = dict(grid=grid, n_starts=min(n_starts, grid.shape[0]), blur_nm=blur_nm, steps=steps, cost=cost,
-                  batch_size=batch_size, mesh=mesh)
+                  batch_size=batch_size, mesh=mesh, shifts=shifts)
     centred, centroids = centre_particles(particles)
 
     def register(subset: Particles, template: GMM, starts=None) -> Registration:
@@ -554,7 +594,7 @@ def fuse(
 
     def template_from(subset, reg, use=None, sym=None):
         return build_template(subset, reg.rotations, reg.translations, use=use, group=sym, voxel_nm=voxel_nm,
-                              max_components=max_components)
+                              max_components=max_components, density_cap=density_cap)
 
     if model is not None:
         out = _fuse_learned(key, particles, centred, centroids, model, register, template_from, group=group,
@@ -569,7 +609,8 @@ def fuse(
         res = fuse(key, particles, n_iter=n_iter, symmetry=symmetry, flip=flip, inplane=inplane, n_seed=n_seed,
                    outlier_mad=outlier_mad, voxel_nm=voxel_nm, max_components=max_components,
                    coarse_components=coarse_components, grid_size=grid_size, n_starts=n_starts, blur_nm=blur_nm,
-                   steps=steps, tol_deg=tol_deg, seed=seed, cost=cost, batch_size=batch_size, mesh=mesh)
+                   steps=steps, tol_deg=tol_deg, seed=seed, cost=cost, batch_size=batch_size, mesh=mesh,
+                   shifts=shifts, density_cap=density_cap)
         for h in res.history:
             h.update(learned_fallback=True, n_fallback=n_p)
         return res

@@ -244,10 +244,14 @@ def _register_one(pts, sig, msk, extra, grid_tmpl, tmpl, grid, blurs, lr_rot, lr
         extra_t = jnp.zeros(extra.shape[:1] + (d,), pts.dtype)
     cand = jnp.concatenate([cand, extra], 0)
     cand_t = jnp.concatenate([cand_t, extra_t], 0)
+    # grid cells go through the whole blur schedule; given starts (a previous pose) stay at the finest
+    # scale, where the coarse ones would pull a sparse particle onto the template's dense centre
+    sched = jnp.concatenate([jnp.broadcast_to(blurs, (n_starts,) + blurs.shape),
+                             jnp.broadcast_to(blurs[-1], (extra.shape[0],) + blurs.shape)], 0)
     rots, ts, vals = jax.vmap(
-        lambda s, t0: _refine(pts, sig2, logw, tmpl, s, t0, blurs, steps=steps, lr_rot=lr_rot,
-                              lr_shift_nm=lr_shift_nm, cost=cost)
-    )(cand, cand_t)
+        lambda s, t0, b: _refine(pts, sig2, logw, tmpl, s, t0, b, steps=steps, lr_rot=lr_rot,
+                                 lr_shift_nm=lr_shift_nm, cost=cost)
+    )(cand, cand_t, sched)
     vals = jnp.where(jnp.isfinite(vals), vals, -jnp.inf)
     best = jnp.argmax(vals)
     rot, t = rots[best], ts[best]
@@ -340,7 +344,13 @@ def register_particles(
             (default: ``template``).
         grid: ``(G, d, d)`` start rotations (default :func:`rotation_grid` with 2000
             rotations in 3D, 72 angles in 2D).
-        starts: ``(P, E, d, d)`` extra starts per particle (e.g. the previous pose), always refined.
+        starts: ``(P, E, d, d)`` extra starts per particle (e.g. the previous pose), always refined,
+            at the finest scale only (``blur_nm[-1]``, for as many steps as the whole schedule): they
+            are meant to be near their basin already, and the coarse scales would pull a sparse
+            particle onto the template's dense centre (measured on 2D DNA-origami grids, 20 localizations
+            per site, registered to the template of their true poses with the true pose as a start
+            and 4 grid cells through 20/10/5/0 nm: 89 % stay within 5 degrees, 7 % when the start
+            went through the whole schedule too).
         start_translations: ``(P, E, d)`` nm, the translations of ``starts`` (default 0).
         shifts: ``(K, d)`` nm, translations tried with every grid rotation at the grid stage
             (``None``, the default: only 0, the particle's centroid on the template's centre). A

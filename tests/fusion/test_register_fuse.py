@@ -261,3 +261,54 @@ def test_shift_search_registers_partial_particles_whose_centroid_is_off_centre(r
         F.register_particles(parts, tmpl, starts=reg.rotations[:, None], start_translations=np.zeros((8, 2)))
     with pytest.raises(ValueError, match="step_nm"):
         F.shift_grid(10.0, 0.0, dim=2)
+
+
+def test_given_starts_are_refined_at_the_finest_scale_only(rng):
+    # a sparse particle of a 3 x 4 grid (4 of its 12 sites) at its true pose; the coarse blurs of the
+    # schedule would pull it towards the template's centre, a given start must not go through them
+    sites = F.origami_sites(rows=3, cols=4, pitch_nm=20.0)
+    tmpl = F.GMM(sites.astype(np.float32), np.broadcast_to(9.0 * np.eye(2, dtype=np.float32), (12, 2, 2)).copy(),
+                 np.full(12, 1 / 12, np.float32))
+    shown = sites[[0, 1, 4, 11]]
+    pts = np.repeat(shown, 20, axis=0) + 3.0 * rng.normal(size=(80, 2))
+    parts, centroid = F.centre_particles(F.make_particles([pts], 3.0))
+    start = np.eye(2, dtype=np.float32)[None, None]
+    start_t = centroid[:, None].astype(np.float32)                  # the true pose of the centred particle
+    away = F.rotation_grid(8, dim=2)[2:3]                          # one grid cell, 90 degrees off
+    kw = dict(grid=away, n_starts=1, steps=20, starts=start, start_translations=start_t)
+    full = F.register_particles(parts, tmpl, blur_nm=(20.0, 10.0, 5.0, 0.0), **kw)
+    fine = F.register_particles(parts, tmpl, blur_nm=(0.0, 0.0, 0.0, 0.0), **kw)
+    assert np.degrees(F.rotation_angle(full.rotations[0])) < 1.0
+    assert np.linalg.norm(full.translations[0] - centroid[0]) < 1.0
+    np.testing.assert_allclose(full.rotations, fine.rotations, atol=1e-5)
+    np.testing.assert_allclose(full.translations, fine.translations, atol=1e-3)
+
+
+def test_density_cap_weighs_every_well_populated_site_alike(rng):
+    # two sites, one with 9x the localizations of the other, each inside one 20 nm voxel
+    a = np.repeat([[10.0, 10.0]], 90, axis=0) + 1.5 * rng.normal(size=(90, 2))
+    b = np.repeat([[50.0, 10.0]], 10, axis=0) + 1.5 * rng.normal(size=(10, 2))
+    parts = F.make_particles([np.concatenate([a, b])], 3.0)
+    one, zero = np.eye(2)[None], np.zeros((1, 2))
+    kw = dict(voxel_nm=20.0, max_components=None)             # one component per site
+    plain = F.build_template(parts, one, zero, **kw)
+    capped = F.build_template(parts, one, zero, density_cap=0.05, **kw)
+    assert np.isclose(np.sum(capped.weights), 1.0, atol=1e-6)
+    np.testing.assert_allclose(capped.means, plain.means)
+    np.testing.assert_allclose(capped.covs, plain.covs)
+
+    def heights(g):   # peak densities seen through the 3 nm localization precision
+        c = np.asarray(g.covs, np.float64) + 9.0 * np.eye(2)
+        return np.asarray(g.weights) / np.sqrt(np.linalg.det(c))
+
+    order = np.argsort(np.asarray(plain.means)[:, 0])
+    h0, h1 = heights(plain)[order], heights(capped)[order]
+    assert h0[0] > 5 * h0[1]                                  # unequal before
+    assert np.isclose(h1[0], h1[1], rtol=1e-5)                # alike after (both above 5 % of the highest)
+    same = F.build_template(parts, one, zero, density_cap=1.0, **kw)
+    np.testing.assert_allclose(same.weights, plain.weights, rtol=1e-6)
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="density_cap"):
+            F.build_template(parts, one, zero, density_cap=bad)
+        with pytest.raises(ValueError, match="density_cap"):
+            F.fuse(jax.random.key(0), F.make_particles([a, b], 3.0), density_cap=bad)
