@@ -521,10 +521,11 @@ def fuse(
         density_cap: cap on the template's component densities (see :func:`build_template`);
             ``None`` (default): the template keeps the aligned localizations' own weights.
 
-    Sparse periodic structures (DNA-origami grids at 30 % labelling) need the last two with a fine
-    grid-stage blur: ``shifts=shift_grid(25, 5, dim=2), blur_nm=(5, 0), density_cap=0.25``
-    (measured in ``benchmarks/eval_fusion.py``; with the defaults the template collapses onto two
-    sites).
+    For sparse periodic structures (DNA-origami grids at 30 % labelling) use the last two with a fine
+    grid-stage blur: ``shifts=shift_grid(25, 5, dim=2), blur_nm=(5, 0), density_cap=0.25``. With the
+    defaults the template collapses onto a few sites; with these settings 200 simulated grids at 20
+    localizations per site were resolved in 2 of 3 development runs, but not yet on the key of
+    ``benchmarks/eval_fusion.py`` (see the README's particle-fusion section).
 
     Returns:
         :class:`FusionResult`.
