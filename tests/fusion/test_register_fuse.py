@@ -223,6 +223,32 @@ def test_synchronise_poses_recovers_absolute_poses_despite_wrong_pairs(rng, dim,
         F.synchronise_poses(np.broadcast_to(np.eye(3), (2, 2, 3, 3)), np.zeros((2, 2, 3)), np.ones((2, 2)), n_fold=2)
 
 
+@pytest.mark.parametrize("dim", [2, 3])
+def test_synchronise_poses_drops_pairs_registered_one_lattice_period_apart(rng, dim):
+    # every rotation right, but a third of the pairwise translations off by one 20 nm lattice period (two
+    # sparse copies of a grid registered on the wrong row): the truncated least squares recovers the poses
+    p = 12
+    grid = F.so2_grid(360) if dim == 2 else F.so3_grid(500)
+    a_true = grid[rng.integers(0, len(grid), p)]
+    b_true = rng.normal(size=(p, dim)) * 10
+    rel = np.einsum("jba,ibc->ijac", a_true, a_true)
+    shift = np.einsum("jba,ijb->ija", a_true, b_true[:, None] - b_true[None])
+    period = 20.0 * np.eye(dim)[rng.integers(0, dim, (p, p))] * rng.choice([-1.0, 1.0], (p, p))[..., None]
+    wrong = rng.random((p, p)) < 0.3
+    shift = shift + np.where(wrong[..., None], period, 0.0)
+    a, b, _ = F.synchronise_poses(rel, shift, np.ones((p, p)))
+    frame = a[0] @ a_true[0].T
+    mapped = b_true @ frame.T
+    np.testing.assert_allclose(b - b.mean(0), mapped - mapped.mean(0), atol=1e-6)
+    # the plain least squares over all the pairs (what the truncation replaces) is pulled off by nanometres
+    rows = [np.eye(p)[i] - np.eye(p)[j] for i in range(p) for j in range(p) if i != j]
+    rhs = [a[j] @ shift[i, j] for i in range(p) for j in range(p) if i != j]
+    plain = np.linalg.lstsq(np.asarray(rows), np.asarray(rhs), rcond=None)[0]
+    assert np.abs((plain - plain.mean(0)) - (mapped - mapped.mean(0))).max() > 2.0
+    with pytest.raises(ValueError, match="inlier_nm"):
+        F.synchronise_poses(rel, shift, np.ones((p, p)), inlier_nm=0.0)
+
+
 def test_shift_search_registers_partial_particles_whose_centroid_is_off_centre(rng):
     # an asymmetric structure; every particle shows only the sites on one side, so its centroid lies
     # ~20 nm from the structure's centre and the usual start (centroid on centre) is in the wrong basin
