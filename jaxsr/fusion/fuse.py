@@ -44,6 +44,7 @@ References:
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import time
 from typing import Any, NamedTuple
@@ -916,7 +917,10 @@ def gold_standard_frc(
     pick = rng.choice(len(pts[1]), size=min(max_points, len(pts[1])), replace=False)
     centre = pts[1][pick].mean(0)
     probe = make_particles([pts[1][pick] - centre], [sig[1][pick]])
-    tmpl, coarse = _padded_templates(halves[0].template, 4.0, 256, 64)
+    # the template sizes the fusions used (fuse's defaults unless given)
+    opts = {name: par.default for name, par in inspect.signature(fuse).parameters.items()} | fuse_kwargs
+    tmpl, coarse = _padded_templates(halves[0].template, opts["voxel_nm"], opts["max_components"],
+                                     opts["coarse_components"])
     reg = register_particles(probe, tmpl, coarse_template=coarse, n_starts=4, batch_size=1)
     rot = np.asarray(reg.rotations[0], np.float64)
     trans = np.asarray(reg.translations[0], np.float64) - rot @ centre
