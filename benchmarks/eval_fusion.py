@@ -141,8 +141,9 @@ def _fit_sites(img, sites, *, px, extent, centre):
 
 
 # settings for sparse periodic structures (fuse's docstring): translations searched with the rotations at a
-# fine blur, the previous pose refined at the finest scale, and the template's site densities capped
-PERIODIC = {"shifts": F.shift_grid(25.0, 5.0, dim=2), "blur_nm": (5.0, 0.0), "density_cap": 0.25}
+# fine blur, the previous pose refined at the finest scale, the template's site densities capped, and four
+# seeds screened for two iterations each (the best-fitting one goes on)
+PERIODIC = {"shifts": F.shift_grid(25.0, 5.0, dim=2), "blur_nm": (5.0, 0.0), "density_cap": 0.25, "restarts": 4}
 
 
 def origami_section(key, n, n_iter, *, locs_per_site=4.0, precision_nm=4.0, fuse_kw=None, gold=True):

@@ -32,7 +32,7 @@ def fused(tmp_path_factory):
                  "--labelling", "0.8", "--seed", "1"]) == 0
     out = folder / "out"
     assert main(["fuse", str(table), "--out", str(out), "--symmetry", "2", "--iterations", "1",
-                 "--pixel-size", "2"]) == 0
+                 "--pixel-size", "2", "--restarts", "2"]) == 0
     return folder, table, out
 
 
@@ -71,6 +71,10 @@ def test_fuse_writes_outputs(fused, capsys):
         assert k in summary, k
     assert summary["n_particles"] == N_PARTICLES and summary["options"]["symmetry"] == 2
     assert summary["options"]["init"] == "grid" and len(summary["history"]) == 1
+    # two seeds screened for the one iteration; the better-fitting one is the result
+    scores = summary["history"][0]["restart_correlations"]
+    assert summary["options"]["restarts"] == 2 and len(scores) == 2
+    assert summary["history"][0]["mean_correlation"] == max(scores)
     assert set(summary["ring"]) == {"radius_nm", "ring_separation_nm", "n_corners", "symmetry_contrast"}
     # the poses are right up to the origami's two-fold symmetry and one global frame
     poses = read_poses_csv(out / "poses.csv")
@@ -96,6 +100,8 @@ def test_fuse_errors(fused, tmp_path, one_line_error):
     one_line_error("--flip")
     assert main(["fuse", str(table), "--out", str(tmp_path / "f"), "--pixel-size", "0.01"]) == 2
     one_line_error("--pixel-size")
+    assert main(["fuse", str(table), "--out", str(tmp_path / "f"), "--restarts", "2", "--init", "learned"]) == 2
+    one_line_error("--restarts")
     assert not (tmp_path / "f").exists()
     nosig = tmp_path / "nosig.csv"
     nosig.write_text("particle,x [nm],y [nm]\n0,1,2\n1,3,4\n")

@@ -338,3 +338,29 @@ def test_density_cap_weighs_every_well_populated_site_alike(rng):
             F.build_template(parts, one, zero, density_cap=bad)
         with pytest.raises(ValueError, match="density_cap"):
             F.fuse(jax.random.key(0), F.make_particles([a, b], 3.0), density_cap=bad)
+
+
+def test_restarts_continue_the_best_screened_seed(key):
+    """Three seeds screened for one iteration, the best continued for one more: the screened correlations
+    are those of plain one-seed fusions from the same keys after their first iteration, and the result is
+    the plain two-iteration fusion of the best-scoring key (continuing is the same as not stopping)."""
+    k1, k2 = jax.random.split(key)
+    sim = F.simulate_particles(k1, F.origami_sites(), n_particles=24, labelling=0.6, locs_per_site=4.0,
+                               precision_nm=3.0)
+    kw = dict(n_iter=2, symmetry=2, blur_nm=(8.0, 0.0), steps=10, grid_size=36, n_seed=3)   # 3 of the 6 best
+    res = F.fuse(k2, sim.particles, restarts=3, restart_iter=1, **kw)
+    plain = [F.fuse(k, sim.particles, **kw) for k in [k2, *jax.random.split(k2, 2)]]
+    screened = [p.history[0]["mean_correlation"] for p in plain]
+    np.testing.assert_allclose(res.history[-1]["restart_correlations"], screened, rtol=1e-5)
+    best = int(np.argmax(screened))
+    assert [h["restart"] for h in res.history] == [best] * len(res.history)
+    assert [h["iteration"] for h in res.history] == list(range(1, len(plain[best].history) + 1))
+    # the seeds fuse into different frames, so picking another seed would give other rotations
+    others = [i for i in range(3) if i != best]
+    assert all(np.abs(plain[i].rotations - plain[best].rotations).max() > 1e-3 for i in others)
+    np.testing.assert_allclose(res.rotations, plain[best].rotations, atol=1e-5)
+    np.testing.assert_allclose(res.translations, plain[best].translations, atol=1e-3)
+    for bad in ({"restarts": 0}, {"restart_iter": 0}, {"restarts": 2, "init": "learned"}):
+        name = "restart_iter" if "restart_iter" in bad else "restarts"
+        with pytest.raises(ValueError, match=name):
+            F.fuse(k2, sim.particles, **bad)
