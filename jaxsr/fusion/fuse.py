@@ -566,7 +566,7 @@ def fuse(
             The first seed is the one ``restarts=1`` draws from ``key``, the others come from
             ``jax.random.split(key, restarts - 1)``. Every ``history`` entry then records the
             chosen ``restart`` (0-based) and the screened ``restart_correlations``. Costs about
-            ``restarts * restart_iter`` extra iterations; worth it where one seed can lock onto a
+            ``(restarts - 1) * restart_iter`` extra iterations; worth it where one seed can lock onto a
             wrong structure (a shifted or sheared lattice of a sparse periodic particle).
         restart_iter: iterations each restart is screened for (at least 1; capped at ``n_iter``).
 
