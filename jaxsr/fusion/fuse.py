@@ -719,22 +719,19 @@ def fuse(
                          settled=change is not None and change < tol_deg)
         return state
 
+    # each seed fused for restart_iter iterations, the best-fitting one goes on (with one seed: straight on).
+    # The first seed is the one restarts=1 uses, so restarts can only pick a better-fitting start.
     start = dict(rots=None, trans=None, reg=None, inliers=None, history=[], settled=False)
-    if restarts == 1:
-        state = iterate(dict(start, template=seed_template(key)), n_iter)
-    else:
-        # independent seeds screened for restart_iter iterations; the best-fitting one goes on. The first
-        # seed is the one restarts=1 uses, so restarts can only pick a better-fitting start.
-        keys = [key, *jax.random.split(key, restarts - 1)]
-        screen = min(restart_iter, n_iter)
-        runs = []
-        for i, k in enumerate(keys):
-            runs.append(iterate(dict(start, template=seed_template(k)), screen))
+    runs = []
+    for i, k in enumerate([key, *jax.random.split(key, restarts - 1)]):
+        runs.append(iterate(dict(start, template=seed_template(k)), min(restart_iter, n_iter)))
+        if restarts > 1:
             log.info("restart %d of %d: mean correlation %.4f after %d iterations", i + 1, restarts,
                      runs[-1]["history"][-1]["mean_correlation"], len(runs[-1]["history"]))
-        scores = [r["history"][-1]["mean_correlation"] for r in runs]
-        best = int(np.argmax(scores))
-        state = iterate(runs[best], n_iter - len(runs[best]["history"]))
+    scores = [r["history"][-1]["mean_correlation"] for r in runs]
+    best = int(np.argmax(scores))
+    state = iterate(runs[best], n_iter - len(runs[best]["history"]))
+    if restarts > 1:
         for h in state["history"]:
             h.update(restart=best, restart_correlations=scores)
     return _result(particles, centroids, state["rots"], state["trans"], state["reg"], state["inliers"],
