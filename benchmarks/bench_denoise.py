@@ -67,6 +67,13 @@ Usage:
         --flag-set "ynn_off=--xla_cpu_experimental_ynn_fusion_type=" \
         --flag-set "ynn_eltwise=--xla_cpu_experimental_ynn_fusion_type=+eltwise"
 
+    # the committed GPU result (benchmarks/results/gpu/bench_denoise.json; XLA CPU flags do not apply):
+    python benchmarks/bench_denoise.py --flag-sets none --jax-variants flax --precision float32
+
+On a GPU, ``--precision float32`` asks both frameworks for IEEE float32 convolutions (JAX's
+``jax_default_matmul_precision="highest"``, PyTorch without TensorFloat-32; otherwise cuDNN rounds
+convolution inputs to TF32 by default and the numerics check compares different computations).
+
 Writes JSON (device kind, versions, CPU count, load average, shapes, parameters, all timings,
 ratios, numerics checks, targets). Runs unchanged on a GPU (PyTorch on CUDA when available, JAX on
 its default device); XLA CPU flags do not affect GPU kernels.
@@ -460,7 +467,8 @@ def worker_main(args):
         if cmd["cmd"] == "setup":
             np.savez(os.path.join(args.tmp, "params0.npz"),
                      **{f"{k}/{n}": v for k, d in params0_np["params"].items() for n, v in d.items()})
-            info = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "jax_version": jax.__version__,
+            info = {"xla_flags": os.environ.get("XLA_FLAGS", ""),
+                    "matmul_precision": str(jax.config.jax_default_matmul_precision), "jax_version": jax.__version__,
                     "jaxlib_version": jaxlib.__version__, "backend": jax.default_backend(),
                     "device_kind": str(jax.devices()[0].device_kind), "n_params": count_params(params0),
                     "variants": {v: build(v, cmd["inference"]) for v in cmd["variants"]}}
@@ -486,6 +494,9 @@ def worker_main(args):
     return 0
 
 
+JAX_PRECISION = {"float32": "highest", "tf32": "tensorfloat32"}  # --precision -> jax_default_matmul_precision
+
+
 class JaxWorker:
     """Parent-side handle of a worker subprocess."""
 
@@ -496,6 +507,9 @@ class JaxWorker:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--sizes", json.dumps(sizes),
                "--check-steps", str(args.check_steps), "--tmp", tmp]
         env["XLA_FLAGS"] = flags
+        env.pop("JAX_DEFAULT_MATMUL_PRECISION", None)
+        if args.precision != "default":
+            env["JAX_DEFAULT_MATMUL_PRECISION"] = JAX_PRECISION[args.precision]
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         self.name, self.flags = name, flags
         self.log = open(os.path.join(tmp, f"{name}.log"), "w+")  # noqa: SIM115 - closed in close()
@@ -574,6 +588,10 @@ def main(argv=None):
                              "default, one per core; 1 is added because a single thread is faster for PyTorch on "
                              "a loaded machine, where its OpenMP barriers wait for descheduled threads)")
     parser.add_argument("--skip-inference", action="store_true")
+    parser.add_argument("--precision", choices=("default", "float32", "tf32"), default="default",
+                        help="float32 matmul/convolution precision on a GPU, set alike in both frameworks: 'default' "
+                             "leaves each framework's own, 'float32' asks for full IEEE float32 (JAX 'highest', "
+                             "PyTorch without TF32), 'tf32' for TensorFloat-32 in both")
     parser.add_argument("--tol", type=float, default=1e-4, help="max rel. loss difference between JAX flag sets")
     parser.add_argument("--torch-tol", type=float, default=1e-3, help="max rel. loss difference JAX vs PyTorch")
     parser.add_argument("--note", action="append", default=[], help="free-text note stored in the JSON")
@@ -640,6 +658,11 @@ def main(argv=None):
                 thread_counts = [0]
             if device.type == "cuda":
                 torch.backends.cudnn.benchmark = True
+            if args.precision != "default":
+                tf32 = args.precision == "tf32"
+                torch.backends.cudnn.allow_tf32 = tf32
+                torch.backends.cuda.matmul.allow_tf32 = tf32
+            result["precision"] = args.precision
             result["torch"].update(version=torch.__version__, device=str(device), default_threads=default_threads,
                                    device_name=(torch.cuda.get_device_name(0) if device.type == "cuda"
                                                 else platform.processor() or "cpu"))
