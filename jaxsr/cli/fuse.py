@@ -40,16 +40,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip", action="store_true", help="3D: the structure also has the up/down flip (pores)")
     p.add_argument("--inplane", action="store_true", help="3D: particles lie in the plane (rotations about z)")
     p.add_argument("--iterations", type=positive_int, default=5, metavar="N", help="template iterations (default 5)")
-    p.add_argument("--init", choices=["grid", "learned"], default="grid",
-                   help="initial poses: multi-start grid search over rotations (default grid), or 'learned': a "
-                        "pose network proposes them (fast; particles it fits poorly fall back to the grid)")
+    p.add_argument("--init", choices=["grid", "learned", "all_to_all"], default="grid",   # jaxsr.fusion.INITS
+                   help="initial poses: multi-start grid search over rotations (default grid), 'learned': a "
+                        "pose network proposes them (fast; particles it fits poorly fall back to the grid), or "
+                        "'all_to_all': every pair of particles registered and the poses synchronised (the "
+                        "classical baseline; its time grows with the square of the particle count)")
     p.add_argument("--pose-model", default=None, metavar="DIR",
                    help="pose network for --init learned (default: the shipped one for the data: 3D with "
                         "--symmetry 8 --flip -> npc3d, 2D with --symmetry 2 -> origami2d)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed, picks the seed particles (default 0)")
     p.add_argument("--restarts", type=positive_int, default=1, metavar="N",
                    help="independent seeds, each fused for 2 iterations; the best-fitting one goes on (default 1; "
-                        "try 4 for sparse periodic particles such as DNA-origami grids; not with --init learned)")
+                        "try 4 for sparse periodic particles such as DNA-origami grids; only with --init grid)")
     p.add_argument("--sigma", type=positive_float, default=None, metavar="NM",
                    help="localization uncertainty, nm, for files without uncertainty columns")
     p.add_argument("--pixel-size", type=positive_float, default=1.0, metavar="NM",
@@ -155,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
     for path in paths.values():
         if os.path.exists(path) and not args.overwrite:
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
-    if args.restarts > 1 and args.init == "learned":
-        raise ValueError("--restarts: only with --init grid (the learned initialisation draws no seed)")
+    if args.restarts > 1 and args.init != "grid":
+        raise ValueError(f"--restarts: only with --init grid (--init {args.init} draws no seed)")
     particles = _read(args)
     if particles.dim == 2 and (args.flip or args.inplane):
         flag = "--flip" if args.flip else "--inplane"

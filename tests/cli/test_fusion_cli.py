@@ -100,8 +100,9 @@ def test_fuse_errors(fused, tmp_path, one_line_error):
     one_line_error("--flip")
     assert main(["fuse", str(table), "--out", str(tmp_path / "f"), "--pixel-size", "0.01"]) == 2
     one_line_error("--pixel-size")
-    assert main(["fuse", str(table), "--out", str(tmp_path / "f"), "--restarts", "2", "--init", "learned"]) == 2
-    one_line_error("--restarts")
+    for init in ("learned", "all_to_all"):
+        assert main(["fuse", str(table), "--out", str(tmp_path / "f"), "--restarts", "2", "--init", init]) == 2
+        one_line_error("--restarts")
     assert not (tmp_path / "f").exists()
     nosig = tmp_path / "nosig.csv"
     nosig.write_text("particle,x [nm],y [nm]\n0,1,2\n1,3,4\n")
@@ -139,3 +140,13 @@ def test_simulate_particles_errors(fused, tmp_path, one_line_error):
     assert not (tmp_path / "b.csv").exists()
     assert main(["simulate-particles", str(tmp_path / "b.csv"), "--particles", "2", "--overwrite"]) == 0
     assert (tmp_path / "b_truth.csv").read_text() != "old"
+
+
+def test_fuse_offers_every_initialisation_of_the_library(capsys):
+    """--init lists exactly jaxsr.fusion.INITS (the CLI spells them out to keep its start-up free of JAX)."""
+    from jaxsr.fusion import INITS
+
+    with pytest.raises(SystemExit):
+        main(["fuse", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--init {" + ",".join(INITS) + "}" in text
