@@ -23,11 +23,11 @@ section is also shown as its own row, ``clid_vs_sparse``), ``convolve``, ``denoi
 (bench_denoise.py: U-Net train step and inference vs PyTorch), ``localize`` (bench_localize.py:
 MLE fitter vs Picasso/SciPy, network frames/s), ``smlm`` (eval_smlm.py --skip-generative: CRLB
 and MLE vs localization network), ``generative`` (eval_generative.py), ``fusion``
-(eval_fusion.py), ``clid_fig1`` (reproduce_clid_fig1.py), ``eval_denoise``, ``psf_fit``,
+(eval_fusion.py), ``fusion_speed`` (bench_fusion.py), ``clid_fig1`` (reproduce_clid_fig1.py), ``eval_denoise``, ``psf_fit``,
 ``real_deconv`` and ``real_smlm`` (real_data_*.py, shared data), ``scaling``
 (bench_scaling.py), ``halo`` (bench_halo.py), ``outofcore`` (bench_outofcore.py, needs the
 ``dask`` extra). With ``--quick`` the runner passes smaller sizes where the scripts take them,
-and leaves out ``generative``, ``eval_denoise``, ``psf_fit`` and ``real_smlm`` (50-90 s each even
+and leaves out ``generative``, ``eval_denoise``, ``psf_fit``, ``real_smlm`` and ``fusion_speed`` (50-90 s each even
 at their smallest: accuracy evaluations, not timings) unless they are named in ``--only``.
 ``clid_fig1`` runs at its full (paper) size in both modes: smaller images miss its checks.
 ``eval_denoise`` exits 1 when its accuracy checks miss, which they do at ``--quick`` sizes: there
@@ -274,6 +274,20 @@ def x_fusion(d: dict) -> dict:
     return _out(None, get(n, "wall_s"), f"fuse() of {fmt(get(n, 'n_particles'), 'g')} NPCs (incl. compile)", heads)
 
 
+def x_fusion_speed(d: dict) -> dict:
+    f = get(d, "fusion", {})
+    small = min(f, key=int) if f else None
+    big = max(f, key=int) if f else None
+    a2a = get(d, "all_to_all", {})
+    heads = [f"fuse {big} particles {fmt(get(f, f'{big}.wall_s'), '.1f', ' s')}",
+             f"dynamic vs all-to-all ({fmt(get(a2a, 'n_particles'), 'g')} particles) "
+             f"{fmt(get(a2a, 'speedup'), '.1f', 'x')}",
+             f"registration vs probreg {fmt(get(d, 'registration.speedup_at_equal_accuracy.value'), '.2f', 'x')}"]
+    first, warm = get(f, f"{small}.first_call_s"), get(f, f"{small}.wall_s")
+    comp = first - warm if isinstance(first, (int, float)) and isinstance(warm, (int, float)) else None
+    return _out(comp, warm, f"fuse() of {small} NPCs (warm)", heads)
+
+
 def x_scaling(d: dict) -> dict:
     res = get(d, "results", {})
     parts = []
@@ -446,6 +460,9 @@ REGISTRY: list[Bench] = [
     Bench("fusion", "eval_fusion.py", "particle fusion accuracy (3D NPC, 2D origami, shared Nup107)",
           "eval_fusion.json", x_fusion, args=lambda ctx: _q(ctx, ["--quick", "--shared-particles", "0"]),
           quick_json="eval_fusion_quick.json"),
+    Bench("fusion_speed", "bench_fusion.py", "particle fusion time (200/1000 NPCs), all-to-all mode, probreg CPD",
+          "bench_fusion.json", x_fusion_speed, args=lambda ctx: _q(ctx, ["--quick"]),
+          quick_json="bench_fusion_quick.json", quick_s=60),
     Bench("clid_fig1", "reproduce_clid_fig1.py", "3Snet-CLID Fig. 1 reproduction (CLID accuracy)", "clid_fig1.json",
           # no smaller size: below the paper's 192 px the 65 nm line pair is not resolved (26 s in all)
           x_clid_fig1),
