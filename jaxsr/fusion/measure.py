@@ -18,18 +18,25 @@ from jaxsr.metrics import FRCResult, frc
 __all__ = ["pose_errors", "RingMeasurement", "ring_measurements", "fusion_frc", "render_points_nd"]
 
 
-def pose_errors(rotations: Any, true_rotations: Any, *, group: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def pose_errors(rotations: Any, true_rotations: Any, *, group: Any = None,
+                within_deg: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Angular error of estimated poses against the truth, modulo a symmetry group and a global frame.
 
     Estimated ``R_p`` map particle ``p`` into the fused frame; true ``Q_p`` map the
     structure into particle ``p`` (``particle = structure @ Q_p.T``). For a correct
     registration ``R_p Q_p S = F`` for one global frame ``F`` and some symmetry
     ``S`` of the structure. ``F`` is chosen among the ``R_p Q_p S`` as the one
-    that minimises the median error (a consensus, robust to failed particles).
+    that minimises the median error (a consensus, robust to failed particles), or with
+    ``within_deg`` the one that puts the most particles within that many degrees (ties: the lower
+    median). The second is the fair score of a fusion whose particles split into several clusters
+    of poses, none holding half (a lattice's 90-degree coincidence): there the median-minimising
+    frame can lie between the clusters, near none of them.
 
     Args:
         rotations: ``(P, d, d)`` estimated. true_rotations: ``(P, d, d)``.
         group: ``(K, d, d)`` symmetry rotations of the structure (default: identity).
+        within_deg: ``None`` (default): the frame minimises the median error; a positive angle
+            (degrees): the frame maximises the count of errors below it.
 
     Returns:
         ``(errors_deg (P,), frame (d, d))``.
@@ -47,8 +54,18 @@ def pose_errors(rotations: Any, true_rotations: Any, *, group: Any = None) -> tu
         rel = np.einsum("ji,pjk->pik", frame, m)
         return np.min(rotation_angle(rel[:, None] @ g[None]), axis=1)
 
-    candidates = m[:: max(1, len(m) // 64)]
-    best = min(candidates, key=lambda f: np.median(errors(f)))
+    if within_deg is None:
+        candidates = m[:: max(1, len(m) // 64)]
+        best = min(candidates, key=lambda f: np.median(errors(f)))
+    else:
+        limit = np.radians(positive_float(within_deg, "within_deg"))
+        candidates = m[:: max(1, len(m) // 256)]
+
+        def rank(f):
+            e = errors(f)
+            return -np.count_nonzero(e < limit), np.median(e)
+
+        best = min(candidates, key=rank)
     return np.degrees(errors(best)), best
 
 

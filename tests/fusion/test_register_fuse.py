@@ -56,6 +56,26 @@ def test_pose_errors_are_zero_modulo_symmetry_and_frame(rng):
     assert abs(err[0] - np.degrees(0.2)) < 1e-3 and err[1:].max() < 1e-5
 
 
+def test_pose_errors_within_deg_scores_the_largest_cluster(rng):
+    """45 % of the particles agree on one frame, 55 % spread 6-20 degrees to one side of it: the
+    median-minimising frame sits inside the spread, away from the cluster; ``within_deg=5`` finds the
+    cluster (all its particles within 1 degree) and counts more particles within 5 degrees."""
+    n = 200
+    q = np.asarray(F.rotation_matrix(rng.uniform(0, 2 * np.pi, n), dim=2), np.float64)
+    off = np.where(np.arange(n) < 90, rng.normal(0.0, 0.3, n), rng.uniform(6.0, 20.0, n))   # degrees
+    frame = np.asarray(F.rotation_matrix(0.7, dim=2), np.float64)
+    est = frame @ np.asarray(F.rotation_matrix(np.radians(off), dim=2), np.float64) @ np.swapaxes(q, 1, 2)
+    c2 = F.symmetry_group(2, dim=2)
+    err_med, f_med = F.pose_errors(est, q, group=c2)
+    err_cnt, f_cnt = F.pose_errors(est, q, group=c2, within_deg=5.0)
+    angle = lambda f: np.degrees(float(F.rotation_angle(frame.T @ f)))   # noqa: E731
+    assert angle(f_cnt) < 1.0 and err_cnt[:90].max() < 2.0, (angle(f_cnt), err_cnt[:90].max())
+    assert angle(f_med) > 5.0 and np.mean(err_cnt < 5.0) > np.mean(err_med < 5.0)
+    assert np.median(err_med) <= np.median(err_cnt)                       # each frame wins by its own rule
+    with pytest.raises(ValueError, match="within_deg"):
+        F.pose_errors(est, q, within_deg=0.0)
+
+
 def test_registration_recovers_known_poses_2d(key):
     sites = F.origami_sites()
     sim = F.simulate_particles(key, sites, n_particles=16, labelling=0.9, locs_per_site=4.0, precision_nm=3.0)
@@ -416,3 +436,58 @@ def test_all_to_all_fusion_registers_every_pair_once_and_recovers_poses(key, dim
     assert np.mean(err < 5.0) >= 0.85, np.sort(err)
     with pytest.raises(ValueError, match="restarts"):
         F.fuse(k2, sim.particles, init="all_to_all", restarts=2)
+
+
+def test_later_iterations_refine_the_previous_pose_and_later_starts_grid_cells(key, monkeypatch):
+    """The first iteration refines ``n_starts`` grid cells, later ones ``later_starts`` besides the previous
+    pose; a particle whose previous pose is wrong (90 degrees off, a local optimum of its own) is still
+    recovered wherever the one best cell alone recovers it."""
+    import importlib
+
+    fuse_mod = importlib.import_module("jaxsr.fusion.fuse")   # the module (the package's `fuse` is the function)
+
+    k1, k2 = jax.random.split(key)
+    sim = F.simulate_particles(k1, F.origami_sites(), n_particles=12, labelling=0.8, locs_per_site=4.0,
+                               precision_nm=3.0)
+    calls = []
+    real = fuse_mod.register_particles
+
+    def spy(parts, template, **kw):
+        calls.append((parts.n_particles, kw["n_starts"], kw["starts"].shape[1]))
+        return real(parts, template, **kw)
+
+    monkeypatch.setattr(fuse_mod, "register_particles", spy)
+    kw = dict(n_iter=3, symmetry=2, blur_nm=(8.0, 0.0), steps=10, grid_size=36, n_seed=3, tol_deg=-1.0)
+    res = F.fuse(k2, sim.particles, n_starts=4, later_starts=2, **kw)
+    iters = [c for c in calls if c[0] == 12]
+    assert [c[1] for c in iters] == [4, 2, 2] and len(res.history) == 3
+    assert all(c[1] == 4 for c in calls if c[0] != 12)                       # the seed's pairs: all cells
+    assert np.mean(_errors(res.rotations, sim, F.symmetry_group(2, dim=2)) < 5.0) >= 0.9
+    monkeypatch.undo()
+
+    # a wrong previous pose loses to the best grid cell against the true structure
+    sites = F.origami_sites()
+    tmpl = F.GMM(sites, np.broadcast_to(9.0 * np.eye(2), (len(sites), 2, 2)), np.ones(len(sites)) / len(sites))
+    cen, _ = F.centre_particles(sim.particles)
+    truth = np.swapaxes(sim.rotations, 1, 2)                                 # particle -> structure
+    wrong = np.asarray(F.rotation_matrix(np.full(12, np.pi / 2), dim=2)) @ truth
+    reg = F.register_particles(cen, tmpl, starts=wrong[:, None].astype(np.float32), n_starts=1,
+                               grid=F.rotation_grid(36, dim=2), blur_nm=(8.0, 0.0), steps=10)
+    c2 = F.symmetry_group(2, dim=2)
+
+    def absolute(rots):   # degrees from the truth modulo C2, in the template's (the structure's) own frame
+        rel = np.einsum("pij,pjk,gkl->pgil", rots, sim.rotations, c2)
+        return np.degrees(np.min(np.asarray(F.rotation_angle(rel)), axis=1))
+
+    plain = F.register_particles(cen, tmpl, n_starts=1, grid=F.rotation_grid(36, dim=2), blur_nm=(8.0, 0.0),
+                                 steps=10)
+    right = absolute(plain.rotations) < 5.0                                  # the best grid cell alone
+    assert right.mean() >= 0.75, np.sort(absolute(plain.rotations))
+    assert np.all(absolute(reg.rotations)[right] < 5.0), (absolute(reg.rotations), right)
+    # control: refined alone (the grid holding only the wrong pose), the wrong start stays wrong
+    stuck = np.stack([F.register_particles(cen.subset([i]), tmpl, starts=wrong[i:i + 1, None].astype(np.float32),
+                                           n_starts=1, grid=wrong[i:i + 1].astype(np.float32), blur_nm=(8.0, 0.0),
+                                           steps=10).rotations[0] for i in range(12)])
+    assert np.mean(absolute(stuck) > 45.0) >= 0.5, np.sort(absolute(stuck))
+    with pytest.raises(ValueError, match="later_starts"):
+        F.fuse(k2, sim.particles, later_starts=0)
