@@ -648,8 +648,8 @@ def fuse(
     sheared or shifted lattice that fits the particles almost as well as the true one, and on three
     simulations of 300 grids at 20 localizations per site, four restarts raised the final mean
     correlation on two (the third kept its first seed) but resolved none when later iterations
-    refined 4 grid cells; with ``later_starts=1`` the benchmark's simulation resolves, with unevenly
-    bright sites (see the README's particle-fusion section).
+    refined 4 grid cells; with ``later_starts=1`` the benchmark's key resolves (unevenly bright
+    sites) and two other keys on the same simulation do not (see the README's particle-fusion section).
 
     Returns:
         :class:`FusionResult`.
