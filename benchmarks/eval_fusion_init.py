@@ -17,9 +17,10 @@ hypotheses, modulo the symmetry group, in the class reference frame), and for ``
 particles within 5 degrees of the truth modulo the symmetry group and a global frame
 (:func:`jaxsr.fusion.pose_errors`), the median error, that fraction binned by the true rotation angle,
 and the wall time. Each fusion is timed twice, first call (with compilation) and warm, and the
-speed-ups compare warm times (on a GPU compilation is most of a first call; on this CPU a small part). ``learned_fast`` is the learned path with
-fewer iterations and refinement steps (``--fast``, default 3 iterations of 10 steps per scale, against
-the grid's 5 of 20): a good initial pose needs less polishing. Training time comes from
+speed-ups compare warm times (on a GPU compilation is most of a first call; on this CPU a small
+part). ``learned_fast`` is the learned path with fewer iterations and refinement steps (``--fast``,
+default 3 iterations of 10 steps per scale, against the grid's 5 of 20): a good initial pose needs
+less polishing. Training time comes from
 ``benchmarks/results/train_pose_net_*.json``.
 
 Targets (issue 8): learned accuracy >= grid accuracy, learned fusion >= 5x faster at 200 particles.
