@@ -56,6 +56,18 @@ def output_dir(path: str, *, overwrite: bool) -> str:
     return path
 
 
+def output_axes(axes: str, ndim: int, spatial: int) -> str | None:
+    """TIFF axes for an output of ``ndim`` dimensions whose last ``spatial`` (2 or 3) are space: the input's
+    axes when they are valid for jaxsr's writer (letters of ``TZCYX``, one per dimension), else ``T`` for
+    each leading axis before ``[Z]YX`` (tifffile names an axis it cannot identify ``Q``; a 3D PSF makes
+    it ``Z``, a 2D PSF over frames makes it ``T``); ``None`` (the writer's default) when that is not
+    possible either."""
+    if len(axes) == ndim and set(axes) <= set("TZCYX") and len(set(axes)) == ndim and axes.endswith("YX"):
+        return axes
+    guess = "T" * (ndim - spatial) + ("ZYX" if spatial == 3 else "YX")
+    return guess if len(guess) == ndim and guess.count("T") <= 1 else None
+
+
 def pixel_size_from(args_value: float | None, meta_value: float | None, flag: str = "--pixel-size") -> float:
     """The pixel size from the flag, else from the file's metadata, else a clear error."""
     if args_value is not None:

@@ -4,7 +4,8 @@ A 2D image or a time-lapse of 2D frames (T, Y, X) is deconvolved with a 2D
 PSF; frames go through in batches (one vectorised call per batch, not one per
 frame). A 3D stack (Z, Y, X) is deconvolved with a 3D PSF (--psf pupil or a 3D
 PSF TIFF). The PSF is a model with parameters or a measured TIFF, resampled to
-the image grid if its pixel size differs. Input values are photon counts
+the image grid if its pixel size differs; a PSF TIFF is taken as sampled on the
+image grid when neither file nor flag gives a pixel size (and no --upsample). Input values are photon counts
 (subtract the camera offset first, or give it as --background); negative
 pixels are clipped to zero, integer images are converted to float32. The result
 is written atomically as float32 TIFF with the (upsampled) pixel size; the input
@@ -21,8 +22,8 @@ import warnings
 
 import numpy as np
 
-from jaxsr.cli._common import Progress, nonnegative_float, pixel_size_from, positive_int, require_input
-from jaxsr.cli._psf import add_psf_arguments, build_psf
+from jaxsr.cli._common import Progress, nonnegative_float, output_axes, pixel_size_from, positive_int, require_input
+from jaxsr.cli._psf import PSF_MODELS, add_psf_arguments, build_psf
 
 HELP = "Richardson-Lucy deconvolution of an image, stack or time-lapse (TIFF)"
 
@@ -92,6 +93,21 @@ def deconvolve_frames(frames: np.ndarray, psf: np.ndarray, *, batch: int, label:
     return np.concatenate(results, axis=0)
 
 
+def on_image_grid(args: argparse.Namespace, meta) -> bool:
+    """Whether a PSF TIFF is used as sampled on the image grid: nothing gives a physical scale (no pixel
+    size or z step in the image's or the PSF's metadata, no flag setting one) and nothing is upsampled,
+    so no resampling is possible or needed (as deconwolf and skimage take a measured PSF)."""
+    from jaxsr.io import read_image
+
+    if args.psf in PSF_MODELS or not os.path.exists(args.psf) or args.upsample != 1:
+        return False
+    if any(v for v in (args.pixel_size, args.z_step, args.psf_pixel_size, args.psf_z_step,
+                       meta.pixel_size_nm, meta.z_step_nm)):
+        return False
+    psf_meta = read_image(args.psf)[1]
+    return not (psf_meta.pixel_size_nm or psf_meta.z_step_nm)
+
+
 def run(args: argparse.Namespace) -> int:
     from jaxsr.deconv import clid, richardson_lucy
     from jaxsr.io import read_image, write_image
@@ -99,8 +115,10 @@ def run(args: argparse.Namespace) -> int:
     require_input(args.input, "INPUT")
     check_output(args, [args.input, args.psf])
     image, meta = read_image(args.input)
-    pixel = pixel_size_from(args.pixel_size, meta.pixel_size_nm)
-    z_step = args.z_step or meta.z_step_nm
+    same_grid = on_image_grid(args, meta)
+    # without any physical scale, a measured PSF is taken as sampled on the image grid (unit pixels)
+    pixel = 1.0 if same_grid else pixel_size_from(args.pixel_size, meta.pixel_size_nm)
+    z_step = 1.0 if same_grid else args.z_step or meta.z_step_nm
     psf_is_3d = args.psf == "pupil" or (os.path.exists(args.psf) and read_image(args.psf)[0].ndim == 3)
     if image.ndim < (3 if psf_is_3d else 2):
         raise ValueError(f"INPUT: a {'3D' if psf_is_3d else '2D'} PSF needs an image with at least "
@@ -131,9 +149,10 @@ def run(args: argparse.Namespace) -> int:
     with one_line_warnings("deconvolve"):
         result = deconvolve_frames(frames, psf, batch=args.batch, label="deconvolving", run_one=run_one)
     result = result.reshape(lead + result.shape[1:]).astype(np.float32)
-    axes = meta.axes if len(meta.axes) == result.ndim else None
-    write_image(args.output, result, pixel_size_nm=fine, z_step_nm=z_step if spatial == 3 else None,
-                axes=axes, overwrite=args.overwrite)
-    print(f"wrote {args.output}: {result.shape} float32, pixel {fine:.2f} nm, {args.iterations} iterations, "
+    axes = output_axes(meta.axes, result.ndim, spatial)
+    write_image(args.output, result, pixel_size_nm=None if same_grid else fine,
+                z_step_nm=z_step if spatial == 3 and not same_grid else None, axes=axes, overwrite=args.overwrite)
+    scale = "no pixel size (the PSF on the image grid)" if same_grid else f"pixel {fine:.2f} nm"
+    print(f"wrote {args.output}: {result.shape} float32, {scale}, {args.iterations} iterations, "
           f"PSF {args.psf} {psf.shape}")
     return 0

@@ -10,6 +10,13 @@ train-denoiser` (--model DIR), or, with --self-supervised, a blind-spot network
 needed; --steps sets its length, --save-model keeps it). Frames larger than
 1024 x 1024 pixels, or any frame with --tile, go through the network in
 overlapping, smoothly blended tiles.
+
+The 3Snet learned AVG(ON) - AVG(OFF): it returns the signal of the switching
+fluorophore and drops what does not switch, so smooth background (haze,
+autofluorescence) and diffuse structure wider than a few pixels leave with the
+noise. That is what single-frame CLID needs; to denoise while keeping every
+photon of signal (confocal, any camera), use --self-supervised. The command
+says how much of the input's intensity a model removed when it is most of it.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from jaxsr.cli._common import Progress, nonnegative_float, positive_int, require_input
+from jaxsr.cli._common import Progress, nonnegative_float, output_axes, positive_int, require_input
 
 HELP = "denoise a frame or time-lapse with a trained network (3Snet by default) or self-supervised"
 
@@ -76,6 +83,13 @@ def check_frames(image: np.ndarray, name: str, model=None) -> None:
                          f"network's minimum of {model.min_size} x {model.min_size}")
 
 
+def removed_fraction(image: np.ndarray, result: np.ndarray, offset: float) -> float:
+    """The fraction of the input's summed intensity above ``offset`` that ``result`` does not hold
+    (0 when the output keeps it all, 1 when it keeps none; 0 for an input with none)."""
+    total = float(np.sum(np.asarray(image, np.float64) - offset))
+    return 0.0 if total <= 0 else float(np.clip(1.0 - np.sum(result, dtype=np.float64) / total, 0.0, 1.0))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="input TIFF: a frame (y, x) or frames (t, y, x), camera units")
     p.add_argument("-o", "--output", required=True, help="output TIFF path (float32)")
@@ -93,12 +107,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=positive_int, default=4, help="frames (or tiles) per network call (default 4)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     g = p.add_argument_group("self-supervised training (--self-supervised)")
-    g.add_argument("--steps", type=positive_int, default=None, help="training steps (default 400)")
+    # defaults of jaxsr.nn.self_supervised (SELF_SUPERVISED_TRAIN / _UNET), not imported here so that
+    # `jaxsr --help` does not load JAX; tests/cli/test_denoise_cli.py checks that they agree
+    g.add_argument("--steps", type=positive_int, default=None, help="training steps (default 600)")
     g.add_argument("--patch-size", type=positive_int, default=None,
                    help="training patch side, reduced to the frame size if larger (default 64)")
     g.add_argument("--depth", type=positive_int, default=None, help="U-Net poolings (default 3)")
     g.add_argument("--features", type=positive_int, default=None,
-                   help="U-Net encoder channels; the decoder gets twice as many (default 32)")
+                   help="U-Net encoder channels; the decoder gets twice as many (default 16)")
     g.add_argument("--seed", type=int, default=None, help="random seed of the training (default 0)")
     g.add_argument("--save-model", default=None, metavar="DIR", help="also save the trained model to DIR")
 
@@ -185,9 +201,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     result = result.reshape(image.shape)
-    axes = meta.axes if len(meta.axes) == result.ndim and set(meta.axes) <= set("TZCYX") else None
+    axes = output_axes(meta.axes, result.ndim, 2)
     write_image(args.output, result, pixel_size_nm=meta.pixel_size_nm, z_step_nm=meta.z_step_nm, axes=axes,
                 overwrite=args.overwrite)
+    removed = removed_fraction(image, result, model.offset if args.offset is None else args.offset)
+    if removed >= 0.5:
+        print(f"note: the output holds {100 * (1 - removed):.0f} % of the input's intensity above the offset: "
+              f"this model removes background{' (--self-supervised keeps it)' if not args.self_supervised else ''}")
     pixel = f"pixel {meta.pixel_size_nm:.2f} nm" if meta.pixel_size_nm else "no pixel size"
     saved = f"; model saved to {args.save_model}" if args.save_model else ""
     print(f"wrote {args.output}: {result.shape} float32, {pixel} (model: {source}{', TTA' if args.tta else ''})"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import jaxsr.nn
+from jaxsr.cli.denoise import removed_fraction
 from jaxsr.cli.main import main
 from jaxsr.io import read_image, write_image
 from jaxsr.nn import UNetConfig, denoise, save_model
@@ -39,7 +40,8 @@ def test_denoise_frame_matches_library(frames, tiny_model, capsys, one_line_erro
     src, out = folder / "frame.tif", folder / "out.tif"
     before = digest(src)
     assert main(["denoise", str(src), "-o", str(out), "--model", str(tiny_model)]) == 0
-    assert "wrote" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "wrote" in text
     result, meta = read_image(out, dtype=None)
     assert result.dtype == np.float32 and result.shape == frame.shape
     assert meta.pixel_size_nm == pytest.approx(65.0)
@@ -48,6 +50,8 @@ def test_denoise_frame_matches_library(frames, tiny_model, capsys, one_line_erro
     expected = np.asarray(denoise(frame, model=jaxsr.nn.load_model(tiny_model)))
     np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
     assert not np.allclose(result, frame)
+    # the note on removed intensity appears exactly when the output lost half of it or more
+    assert ("note:" in text) == (removed_fraction(frame, result, 0.0) >= 0.5)
 
     # An existing output is refused without --overwrite (and left as it was); the input is never the output.
     written = digest(out)
@@ -157,6 +161,33 @@ def test_denoise_with_shipped_model(frames, capsys):
     assert np.isfinite(result).all()
     # Denoising lowers the pixel-to-pixel noise along the flat background rows.
     assert np.std(np.diff(result[:6], axis=1)) < np.std(np.diff(frame[:6], axis=1))
+    # The 3Snet drops the flat background of 20 (95 % of this frame's intensity) and says so.
+    removed = removed_fraction(frame, result, 0.0)
+    assert removed > 0.8
+    out_text = capsys.readouterr().out
+    assert f"holds {100 * (1 - removed):.0f} % of the input's intensity" in out_text and "--self-supervised" in out_text
+
+
+def test_removed_fraction_closed_form():
+    image = np.full((4, 5), 12.0)
+    assert removed_fraction(image, np.full((4, 5), 3.0), 2.0) == pytest.approx(0.7)     # keeps 3 of 10 above 2
+    assert removed_fraction(image, image - 2.0, 2.0) == pytest.approx(0.0)
+    assert removed_fraction(image, image, 2.0) == 0.0                                   # more than all: clipped
+    assert removed_fraction(image, -image, 0.0) == 1.0
+    assert removed_fraction(np.zeros((3, 3)), np.ones((3, 3)), 0.0) == 0.0             # nothing to remove
+
+
+def test_self_supervised_help_states_the_library_defaults(capsys):
+    from jaxsr.nn.self_supervised import SELF_SUPERVISED_TRAIN, SELF_SUPERVISED_UNET
+
+    with pytest.raises(SystemExit):
+        main(["denoise", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"training steps (default {SELF_SUPERVISED_TRAIN.steps})" in text
+    assert f"(default {SELF_SUPERVISED_TRAIN.patch_size})" in text
+    assert f"U-Net poolings (default {SELF_SUPERVISED_UNET.depth})" in text
+    assert f"twice as many (default {SELF_SUPERVISED_UNET.features})" in text
+    assert SELF_SUPERVISED_UNET.decoder_features == 2 * SELF_SUPERVISED_UNET.features
 
 
 def test_denoise_self_supervised(frames, capsys, one_line_error):
