@@ -44,8 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_psf_arguments(p, default_psf="airy")
 
 
-def check_output(args: argparse.Namespace, inputs: list[str], *, what: str = "a TIFF file path") -> None:
-    """Refuse an existing output (unless --overwrite) and never write over an input."""
+def check_output(args: argparse.Namespace, inputs: list[str], *,
+                 suffixes: tuple[str, ...] = (".tif", ".tiff")) -> None:
+    """Before any work: refuse an output name without one of ``suffixes`` (``.ome.tif`` ends in ``.tif``),
+    an existing output (unless --overwrite), a missing folder, and never write over an input."""
+    kinds = " or ".join(suffixes)
+    what = f"a {kinds} file path"
+    if not args.output.lower().endswith(suffixes):
+        raise ValueError(f"--output: expected a {kinds} file, got {args.output}")
     out = os.path.abspath(args.output)
     for path in inputs:
         if path and os.path.abspath(path) == out:

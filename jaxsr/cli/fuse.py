@@ -1,15 +1,18 @@
 """Fuse SMLM particles (point clouds) into one super-particle and measure it.
 
 Reads INPUT (a .mat file in the smlm_datafusion / joint-registration layout, or
-a CSV table with a particle column, x [nm], y [nm], optional z [nm] and
-uncertainty [nm] / uncertainty_z [nm]), registers every particle to a dynamic
-template (jaxsr.fusion.fuse: multi-start grid search over rotations, then
-refinement; --symmetry/--flip impose a known symmetry, --inplane restricts 3D
-rotations to the plane) and writes into --out: fused.csv (every localization in
-the fused frame, with its particle and an inlier flag), poses.csv (one pose per
-particle), fused.png (the fused inliers: xy, or in 3D xy, xz and the two
-z-halves) and summary.json (options, history, ring measurements, FRC of two
-halves). Nothing is written if one of these files exists, unless --overwrite.
+a CSV table with a particle column (--particle-column), x [nm], y [nm], optional
+z [nm] and uncertainty [nm] / uncertainty_z [nm] or ThunderSTORM's crlb_x [nm]
+...), drops particles with fewer than 3 localizations (with a count), registers
+every particle to a dynamic template (jaxsr.fusion.fuse: multi-start grid search
+over rotations, then refinement; --symmetry/--flip impose a known symmetry,
+--inplane restricts 3D rotations to the plane) and writes FUSED.csv (every kept
+localization in the fused frame, with its particle and an inlier flag, grouped
+by particle), and next to it FUSED.poses.csv (one pose per particle), FUSED.png
+(the fused inliers: xy, or in 3D xy, xz and the two z-halves) and
+FUSED.summary.json (options, history, ring measurements, FRC of two halves).
+Nothing is written until the fusion has finished, each file atomically, and
+nothing if one of them exists, unless --overwrite.
 """
 
 from __future__ import annotations
@@ -24,17 +27,25 @@ import time
 
 import numpy as np
 
-from jaxsr.cli._common import output_dir, positive_float, positive_int, require_input
+from jaxsr.cli._common import positive_float, positive_int, require_input
 
 HELP = "fuse SMLM particles (.mat or CSV) into one super-particle"
 
-FILES = ("fused.csv", "poses.csv", "fused.png", "summary.json")
+SUFFIXES = {"fused": ".csv", "poses": ".poses.csv", "png": ".png", "summary": ".summary.json"}
+MIN_POINTS = 3          # particles with fewer localizations are dropped (with a count)
 FRC_PIXEL_NM = 2.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="particles: .mat (points/sigma per particle) or .csv (particle, x [nm], y [nm], ...)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("-o", "--output", required=True, metavar="FUSED.csv",
+                   help="fused localizations (.csv); FUSED.poses.csv, FUSED.png and FUSED.summary.json are "
+                        "written next to it")
+    p.add_argument("--particle-column", default="particle", metavar="NAME",
+                   help="CSV column holding the particle id (default particle)")
+    p.add_argument("--dim", type=int, choices=[2, 3], default=None,
+                   help="the particles' dimension; a table of the other one is refused (default: from the "
+                        "input, 3D when it has a z column)")
     p.add_argument("--symmetry", type=positive_int, default=1, metavar="N",
                    help="known n-fold rotational symmetry used as a prior (default 1 = none; 8 for nuclear pores)")
     p.add_argument("--flip", action="store_true", help="3D: the structure also has the up/down flip (pores)")
@@ -63,10 +74,18 @@ def _read(args: argparse.Namespace):
     from jaxsr.fusion import read_particles
 
     try:
-        return read_particles(args.input, default_sigma_nm=args.sigma)
+        return read_particles(args.input, default_sigma_nm=args.sigma, id_column=args.particle_column)
     except ValueError as err:
         message = str(err).replace("argument 'path': ", "").replace("pass default_sigma_nm", "pass --sigma NM")
-        raise ValueError(f"INPUT: {message}") from None
+        name = "--particle-column" if f"column(s) {args.particle_column}" in message else "INPUT"
+        raise ValueError(f"{name}: {message}") from None
+
+
+def output_paths(output: str) -> dict[str, str]:
+    """The four files of one run: ``FUSED.csv`` and, next to it, ``FUSED.poses.csv``, ``FUSED.png`` and
+    ``FUSED.summary.json``."""
+    stem = output[:-len(".csv")] if output.lower().endswith(".csv") else output
+    return {key: stem + suffix for key, suffix in SUFFIXES.items()}
 
 
 def _check_render_size(particles, pixel_size_nm: float) -> None:
@@ -148,29 +167,41 @@ def run(args: argparse.Namespace) -> int:
         write_fusion_csv,
         write_poses_csv,
     )
+    from jaxsr.cli.deconvolve import check_output
     from jaxsr.io import write_json
 
     require_input(args.input, "INPUT")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise FileExistsError(f"--out: exists and is not a folder: {args.out}")
-    paths = {name: os.path.join(args.out, name) for name in FILES}
+    check_output(args, [args.input], suffixes=(".csv",))
+    paths = output_paths(args.output)
     for path in paths.values():
+        if os.path.abspath(path) == os.path.abspath(args.input):
+            raise ValueError(f"--output: {path} would replace the input; inputs are never overwritten")
         if os.path.exists(path) and not args.overwrite:
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
     if args.restarts > 1 and args.init != "grid":
         raise ValueError(f"--restarts: only with --init grid (--init {args.init} draws no seed)")
+    if args.particle_column != "particle" and not args.input.lower().endswith(".csv"):
+        raise ValueError("--particle-column: only for CSV input (a .mat file holds one particle per entry)")
     particles = _read(args)
+    if args.dim is not None and particles.dim != args.dim:
+        raise ValueError(f"--dim: {args.dim}D particles asked for, {args.input} holds {particles.dim}D particles "
+                         f"({'a' if particles.dim == 3 else 'no'} z coordinate)")
     if particles.dim == 2 and (args.flip or args.inplane):
         flag = "--flip" if args.flip else "--inplane"
         raise ValueError(f"{flag}: only for 3D particles; {args.input} holds 2D particles")
+    few = np.asarray(particles.counts) < MIN_POINTS
+    if few.any():
+        print(f"warning: dropped {int(few.sum())} of {particles.n_particles} particles with fewer than "
+              f"{MIN_POINTS} localizations ({int(np.asarray(particles.counts)[few].sum())} localizations)")
+        particles = particles.subset(np.flatnonzero(~few))
     if particles.n_particles < 2:
-        raise ValueError(f"INPUT: fusion needs at least 2 particles, {args.input} holds {particles.n_particles}")
+        raise ValueError(f"INPUT: fusion needs at least 2 particles with {MIN_POINTS} or more localizations, "
+                         f"{args.input} holds {particles.n_particles}")
     counts = particles.counts
     print(f"read {particles.n_particles} {particles.dim}D particles from {args.input}: {int(counts.sum())} "
           f"localizations ({int(counts.min())}-{int(counts.max())} per particle)")
     _check_render_size(particles, args.pixel_size)
     pose_model = _pose_model(args, particles.dim) if args.init == "learned" else None
-    out = output_dir(args.out, overwrite=args.overwrite)
 
     t0 = time.perf_counter()
     with _progress():
@@ -201,18 +232,19 @@ def run(args: argparse.Namespace) -> int:
         frc_nm, frc_text = None, f"n/a ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
     mean_corr = float(np.mean(np.asarray(result.correlation)[inl]))
 
-    render_fusion_png(paths["fused.png"], result, particles, pixel_size_nm=args.pixel_size,
-                      overwrite=args.overwrite)
-    write_fusion_csv(paths["fused.csv"], result, particles, overwrite=args.overwrite)
-    write_poses_csv(paths["poses.csv"], result, particles, overwrite=args.overwrite)
+    render_fusion_png(paths["png"], result, particles, pixel_size_nm=args.pixel_size, overwrite=args.overwrite)
+    write_fusion_csv(paths["fused"], result, particles, overwrite=args.overwrite)
+    write_poses_csv(paths["poses"], result, particles, overwrite=args.overwrite)
     summary = {
         "input": os.path.abspath(args.input),
         "options": {"symmetry": args.symmetry, "flip": args.flip, "inplane": args.inplane,
                     "iterations": args.iterations, "init": args.init, "seed": args.seed,
                     "restarts": args.restarts, "sigma_nm": args.sigma,
-                    "pixel_size_nm": args.pixel_size, "pose_model": args.pose_model},
+                    "pixel_size_nm": args.pixel_size, "pose_model": args.pose_model,
+                    "particle_column": args.particle_column},
         "dim": particles.dim,
         "n_particles": particles.n_particles,
+        "n_dropped_fewer_than_3": int(few.sum()),
         "n_localizations": int(counts.sum()),
         "n_inliers": int(inl.sum()),
         "mean_correlation": mean_corr,
@@ -223,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         "frc_pixel_size_nm": FRC_PIXEL_NM,
         "seconds": seconds,
     }
-    write_json(paths["summary.json"], summary, overwrite=args.overwrite, nonfinite="null")
+    write_json(paths["summary"], summary, overwrite=args.overwrite, nonfinite="null")
 
     print(f"fused {particles.n_particles} particles in {seconds:.1f} s ({len(result.history)} iterations): "
           f"{int(inl.sum())} inliers, mean correlation {mean_corr:.3f}")
@@ -231,5 +263,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"ring: radius {_num(ring['radius_nm'])}, separation {_num(ring['ring_separation_nm'])}, "
               f"{ring['n_corners']} corners (contrast {ring['symmetry_contrast']:.2f})")
     print(f"FRC resolution (two halves of the inliers, 1/7): {frc_text}")
-    print(f"wrote {', '.join(FILES)} to {os.path.abspath(out)}/")
+    print(f"wrote {', '.join(paths.values())}")
     return 0

@@ -87,16 +87,6 @@ def camera_from_args(args: argparse.Namespace):
     return cam
 
 
-def check_table_output(args: argparse.Namespace, inputs: list[str], suffixes: tuple[str, ...]) -> None:
-    """:func:`~jaxsr.cli.deconvolve.check_output` for an output that must end in one of ``suffixes``."""
-    from jaxsr.cli.deconvolve import check_output
-
-    kinds = " or ".join(suffixes)
-    if not args.output.lower().endswith(suffixes):
-        raise ValueError(f"--output: expected a {kinds} file, got {args.output}")
-    check_output(args, inputs, what=f"a {kinds} file path")
-
-
 def _load_net(args: argparse.Namespace):
     """The network of --model (or the shipped one), with one-line errors naming --model."""
     from jaxsr.smlm.net import _default_locnet, load_locnet
@@ -127,12 +117,13 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from jaxsr.cli._common import require_input
+    from jaxsr.cli.deconvolve import check_output
     from jaxsr.smlm import Localizations, localize, write_localizations
     from jaxsr.smlm.net import localize_net
     from jaxsr.smlm.movie import movie_chunks, movie_info
 
     require_input(args.movie, "MOVIE")
-    check_table_output(args, [args.movie], (".csv", ".hdf5", ".h5"))
+    check_output(args, [args.movie], suffixes=(".csv", ".hdf5", ".h5"))
     if args.roi is not None and (args.roi % 2 == 0 or args.roi < 5):
         raise ValueError(f"--roi: expected an odd side >= 5 pixels, got {args.roi}")
     with warnings.catch_warnings():

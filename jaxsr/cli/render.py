@@ -14,7 +14,7 @@ import argparse
 import numpy as np
 
 from jaxsr.cli._common import positive_float, positive_int, require_input
-from jaxsr.cli.localize import check_table_output
+from jaxsr.cli.deconvolve import check_output
 
 HELP = "render a localization table as a super-resolution image"
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxsr.smlm import frc_localizations, read_localizations, render_gaussian, render_histogram
 
     require_input(args.table, "TABLE")
-    check_table_output(args, [args.table], (".tif", ".tiff"))
+    check_output(args, [args.table])
     locs = read_localizations(args.table, pixel_size_nm=args.camera_pixel_size)
     if not locs.n:
         raise ValueError(f"TABLE: {args.table} holds no localizations")

@@ -113,6 +113,8 @@ def _particles_from_csv(path: Path, *, id_column: str, default_sigma_nm: float |
                                          default_sigma_nm=default_sigma_nm)
     except ValueError as err:
         message = str(err).replace("argument 'table': ", "")
+        for axis in "xyz":                                                       # the header's own names
+            message = message.replace(f"{axis}_nm must", f"{axis} [nm] must")
         raise ValueError(f"argument 'path': {path.name}: {message}") from None
     pid = np.asarray(particles.ids)
     if np.all(pid == np.round(pid)):

@@ -175,7 +175,9 @@ def particles_from_table(
 
     Raises:
         ValueError: missing position/id/uncertainty columns, lengths that differ,
-            no particle with at least ``min_points`` localizations.
+            a NaN or infinite position or a non-positive uncertainty in a row that is
+            kept (the message names the column and the first such row), no particle
+            with at least ``min_points`` localizations.
     """
     x, y = _column(table, ["x_nm"]), _column(table, ["y_nm"])
     if x is None or y is None:
@@ -206,7 +208,15 @@ def particles_from_table(
     pos = np.stack(cols, 1)
     sig = np.stack(sig_cols, 1)
     keep = ids >= 0 if np.issubdtype(ids.dtype, np.number) else np.ones(n, bool)
-    keep &= np.all(np.isfinite(pos), 1) & np.all(np.isfinite(sig) & (sig > 0), 1)
+    names = ["x_nm", "y_nm", "z_nm"][:pos.shape[1]]
+    for values, cols_named, what in ((pos, names, "finite"),
+                                     (sig, ["lateral uncertainty"] * 2 + ["axial uncertainty"], "positive")):
+        bad = ~np.isfinite(values) | ((values <= 0) if what == "positive" else False)
+        bad &= keep[:, None]
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(f"argument 'table': {cols_named[col]} must be {what}, got {float(values[row, col])} in "
+                             f"data row {row + 1} (1-based; {int(bad.any(1).sum())} such rows)")
     pos, sig, ids = pos[keep], sig[keep], ids[keep]
     uniq, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
     good = np.flatnonzero(counts >= min_points)

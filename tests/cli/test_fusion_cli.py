@@ -30,8 +30,8 @@ def fused(tmp_path_factory):
     table = folder / "origami.csv"
     assert main(["simulate-particles", str(table), "--structure", "origami", "--particles", str(N_PARTICLES),
                  "--labelling", "0.8", "--seed", "1"]) == 0
-    out = folder / "out"
-    assert main(["fuse", str(table), "--out", str(out), "--symmetry", "2", "--iterations", "1",
+    out = folder / "fused.csv"
+    assert main(["fuse", str(table), "-o", str(out), "--symmetry", "2", "--iterations", "1",
                  "--pixel-size", "2", "--restarts", "2"]) == 0
     return folder, table, out
 
@@ -57,16 +57,16 @@ def test_simulate_particles_writes_table_and_truth(fused, tmp_path, capsys):
 
 
 def test_fuse_writes_outputs(fused, capsys):
-    _, table, out = fused
+    folder, table, out = fused
     p = read_particles(table)
-    header, rows = _rows(out / "fused.csv")
+    header, rows = _rows(out)
     assert header == ["particle", "x [nm]", "y [nm]", "uncertainty [nm]", "inlier"]
     assert len(rows) == int(p.counts.sum())
-    header, rows = _rows(out / "poses.csv")
+    header, rows = _rows(folder / "fused.poses.csv")
     assert header == ["particle", "angle [deg]", "tx [nm]", "ty [nm]", "correlation", "inlier"]
     assert len(rows) == N_PARTICLES
-    assert (out / "fused.png").stat().st_size > 0
-    summary = json.loads((out / "summary.json").read_text())
+    assert (folder / "fused.png").stat().st_size > 0
+    summary = json.loads((folder / "fused.summary.json").read_text())
     for k in ("input", "options", "n_particles", "n_inliers", "history", "ring", "frc_resolution_nm", "seconds"):
         assert k in summary, k
     assert summary["n_particles"] == N_PARTICLES and summary["options"]["symmetry"] == 2
@@ -77,7 +77,7 @@ def test_fuse_writes_outputs(fused, capsys):
     assert summary["history"][0]["mean_correlation"] == max(scores)
     assert set(summary["ring"]) == {"radius_nm", "ring_separation_nm", "n_corners", "symmetry_contrast"}
     # the poses are right up to the origami's two-fold symmetry and one global frame
-    poses = read_poses_csv(out / "poses.csv")
+    poses = read_poses_csv(folder / "fused.poses.csv")
     truth = read_poses_csv(table.parent / "origami_truth.csv")
     err, _ = pose_errors(poses["rotations"], truth["rotations"], group=symmetry_group(2, dim=2))
     assert np.median(err) < 5.0, err
@@ -85,35 +85,69 @@ def test_fuse_writes_outputs(fused, capsys):
 
 def test_fuse_errors(fused, tmp_path, one_line_error):
     folder, table, out = fused
-    assert main(["fuse", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["fuse", str(tmp_path / "none.csv"), "-o", str(tmp_path / "o.csv")]) == 2
     one_line_error("INPUT")
-    # an existing output: refused before any work, nothing else is written
+    # an existing output (any of the four files): refused before any work, nothing else is written
     partial = tmp_path / "partial"
     partial.mkdir()
-    (partial / "summary.json").write_text("{}")
-    assert main(["fuse", str(table), "--out", str(partial)]) == 2
+    (partial / "run.summary.json").write_text("{}")
+    assert main(["fuse", str(table), "-o", str(partial / "run.csv")]) == 2
     one_line_error("--overwrite")
-    assert sorted(p.name for p in partial.iterdir()) == ["summary.json"]
-    assert main(["fuse", str(table), "--out", str(out)]) == 2
+    assert sorted(p.name for p in partial.iterdir()) == ["run.summary.json"]
+    assert main(["fuse", str(table), "-o", str(out)]) == 2
     one_line_error("exists")
-    assert main(["fuse", str(table), "--out", str(tmp_path / "f"), "--flip"]) == 2
-    one_line_error("--flip")
-    assert main(["fuse", str(table), "--out", str(tmp_path / "f"), "--pixel-size", "0.01"]) == 2
-    one_line_error("--pixel-size")
-    for init in ("learned", "all_to_all"):
-        assert main(["fuse", str(table), "--out", str(tmp_path / "f"), "--restarts", "2", "--init", init]) == 2
-        one_line_error("--restarts")
-    assert not (tmp_path / "f").exists()
+    f = str(tmp_path / "f.csv")
+    for argv, word in ((["--flip"], "--flip"), (["--pixel-size", "0.01"], "--pixel-size"),
+                       (["--dim", "3"], "--dim"), (["--particle-column", "cluster"], "--particle-column"),
+                       (["--restarts", "2", "--init", "learned"], "--restarts"),
+                       (["--restarts", "2", "--init", "all_to_all"], "--restarts")):
+        assert main(["fuse", str(table), "-o", f, *argv]) == 2
+        one_line_error(word)
+    assert main(["fuse", str(table), "-o", str(tmp_path / "f.txt")]) == 2           # not a .csv name
+    one_line_error("--output")
+    assert main(["fuse", str(table), "-o", str(tmp_path / "no" / "f.csv")]) == 2   # no such folder
+    one_line_error("--output")
+    assert main(["fuse", str(table), "-o", str(table)]) == 2                        # never over the input
+    one_line_error("input")
+    assert not any(p.name.startswith("f.") for p in tmp_path.iterdir())
     nosig = tmp_path / "nosig.csv"
     nosig.write_text("particle,x [nm],y [nm]\n0,1,2\n1,3,4\n")
-    assert main(["fuse", str(nosig), "--out", str(tmp_path / "g")]) == 2
+    assert main(["fuse", str(nosig), "-o", str(tmp_path / "g.csv")]) == 2
     one_line_error("--sigma")
     (tmp_path / "p.txt").write_text("x")
-    assert main(["fuse", str(tmp_path / "p.txt"), "--out", str(tmp_path / "g")]) == 2
+    assert main(["fuse", str(tmp_path / "p.txt"), "-o", str(tmp_path / "g.csv")]) == 2
     one_line_error("INPUT")
-    (tmp_path / "file").write_text("x")
-    assert main(["fuse", str(table), "--out", str(tmp_path / "file")]) == 2
-    one_line_error("--out")
+    # a NaN coordinate or a non-positive uncertainty is named with its row, not silently dropped
+    header, rows = _rows(table)
+    for col, value, word in ((1, "nan", "x [nm] must be finite, got nan in data row 5"),
+                             (3, "-2", "lateral uncertainty must be positive, got -2.0 in data row 5")):
+        bad = [r[:] for r in rows]
+        bad[4][col] = value
+        path = tmp_path / f"bad{col}.csv"
+        path.write_text("\n".join(",".join(r) for r in [header, *bad]) + "\n")
+        assert main(["fuse", str(path), "-o", str(tmp_path / "g.csv")]) == 2
+        one_line_error(word)
+    assert not (tmp_path / "g.csv").exists()
+
+
+def test_fuse_particle_column_dim_and_tiny_particles(fused, tmp_path, capsys):
+    """--particle-column names the id column; particles with fewer than 3 localizations are dropped with
+    a count (2 here: one of 2 localizations, one of 1), and --dim 2 accepts this 2D table."""
+    folder, table, _ = fused
+    header, rows = _rows(table)
+    rows = rows + [["900", "1", "2", "3"], ["900", "2", "2", "3"], ["901", "5", "5", "3"]]
+    path = tmp_path / "renamed.csv"
+    path.write_text("\n".join(",".join(r) for r in [["cluster", *header[1:]], *rows]) + "\n")
+    out = tmp_path / "r.csv"
+    assert main(["fuse", str(path), "-o", str(out), "--particle-column", "cluster", "--dim", "2",
+                 "--symmetry", "2", "--iterations", "1", "--pixel-size", "2"]) == 0
+    text = capsys.readouterr().out
+    assert f"dropped 2 of {N_PARTICLES + 2} particles with fewer than 3 localizations (3 localizations)" in text
+    _, fused_rows = _rows(out)
+    assert len(fused_rows) == len(rows) - 3 and {r[0] for r in fused_rows} == {r[0] for r in rows[:-3]}
+    summary = json.loads((tmp_path / "r.summary.json").read_text())
+    assert summary["n_dropped_fewer_than_3"] == 2 and summary["options"]["particle_column"] == "cluster"
+    assert summary["n_particles"] == N_PARTICLES
 
 
 def test_simulate_particles_errors(fused, tmp_path, one_line_error):

@@ -238,3 +238,21 @@ def test_writes_refuse_to_overwrite_and_are_atomic(tmp_path, rng, monkeypatch):
     assert read_particles(tmp_path / "f.csv").n_particles == 3         # the old file is intact
     with pytest.raises(FileNotFoundError, match="directory"):
         write_particles_csv(tmp_path / "missing" / "p.csv", p)
+
+
+def test_table_with_bad_values_is_refused_with_the_row_unless_the_row_is_unassigned():
+    from jaxsr.fusion import particles_from_table
+
+    x = np.arange(8, dtype=float)
+    table = {"x_nm": x.copy(), "y_nm": x[::-1].copy(), "uncertainty_nm": np.full(8, 3.0),
+             "particle": np.array([0, 0, 0, 0, 1, 1, 1, 1])}
+    assert particles_from_table(table).counts.tolist() == [4, 4]
+    bad = dict(table, y_nm=np.where(x == 5, np.inf, table["y_nm"]))
+    with pytest.raises(ValueError, match=r"y_nm must be finite, got inf in data row 6 \(1-based; 1 such rows\)"):
+        particles_from_table(bad)
+    zero = dict(table, uncertainty_nm=np.where(x == 2, 0.0, 3.0))
+    with pytest.raises(ValueError, match="lateral uncertainty must be positive, got 0.0 in data row 3"):
+        particles_from_table(zero)
+    # a row with a negative id is unassigned (dropped), so its values are not checked
+    p = particles_from_table(bad, ids=np.where(x == 5, -1, table["particle"]))
+    assert p.counts.tolist() == [4, 3]

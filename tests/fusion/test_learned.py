@@ -263,8 +263,8 @@ def test_cli_learned_without_a_fitting_shipped_model(tmp_path, capsys):
 
     table = tmp_path / "ori.csv"
     assert main(["simulate-particles", str(table), "--structure", "origami", "--particles", "3", "--seed", "1"]) == 0
-    assert main(["fuse", str(table), "--out", str(tmp_path / "o"), "--init", "learned", "--symmetry", "3"]) != 0
+    assert main(["fuse", str(table), "-o", str(tmp_path / "o.csv"), "--init", "learned", "--symmetry", "3"]) != 0
     assert "no shipped pose network" in capsys.readouterr().err
-    assert main(["fuse", str(table), "--out", str(tmp_path / "o"), "--init", "learned", "--pose-model",
+    assert main(["fuse", str(table), "-o", str(tmp_path / "o.csv"), "--init", "learned", "--pose-model",
                  str(tmp_path / "missing")]) != 0
     assert "--pose-model" in capsys.readouterr().err
