@@ -7,8 +7,9 @@ z [nm] and uncertainty [nm] / uncertainty_z [nm] or ThunderSTORM's crlb_x [nm]
 every particle to a dynamic template (jaxsr.fusion.fuse: multi-start grid search
 over rotations, then refinement; --symmetry/--flip impose a known symmetry,
 --inplane restricts 3D rotations to the plane) and writes FUSED.csv (every kept
-localization in the fused frame, with its particle and an inlier flag, grouped
-by particle), and next to it FUSED.poses.csv (one pose per particle), FUSED.png
+localization in the fused frame with an inlier flag: for a CSV, its rows in
+input order with all their columns; for a .mat, grouped by particle), and next
+to it FUSED.poses.csv (one pose per particle), FUSED.png
 (the fused inliers: xy, or in 3D xy, xz and the two z-halves) and
 FUSED.summary.json (options, history, ring measurements, FRC of two halves).
 Nothing is written until the fusion has finished, each file atomically, and
@@ -164,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         fusion_frc,
         render_fusion_png,
         ring_measurements,
+        write_fused_table,
         write_fusion_csv,
         write_poses_csv,
     )
@@ -233,7 +235,11 @@ def run(args: argparse.Namespace) -> int:
     mean_corr = float(np.mean(np.asarray(result.correlation)[inl]))
 
     render_fusion_png(paths["png"], result, particles, pixel_size_nm=args.pixel_size, overwrite=args.overwrite)
-    write_fusion_csv(paths["fused"], result, particles, overwrite=args.overwrite)
+    if args.input.lower().endswith(".csv"):   # the input's rows and columns, in its order
+        write_fused_table(paths["fused"], args.input, result, particles, id_column=args.particle_column,
+                          overwrite=args.overwrite)
+    else:
+        write_fusion_csv(paths["fused"], result, particles, overwrite=args.overwrite)
     write_poses_csv(paths["poses"], result, particles, overwrite=args.overwrite)
     summary = {
         "input": os.path.abspath(args.input),

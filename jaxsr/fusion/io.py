@@ -43,6 +43,7 @@ __all__ = [
     "read_particles",
     "write_particles_csv",
     "write_fusion_csv",
+    "write_fused_table",
     "write_poses_csv",
     "write_truth_csv",
     "read_poses_csv",
@@ -366,6 +367,74 @@ def write_fusion_csv(path: str | os.PathLike, result: Any, particles: Particles,
             yield row
 
     _write_rows(path, header, rows(), overwrite=overwrite)
+
+
+def write_fused_table(path: str | os.PathLike, source: str | os.PathLike, result: Any, particles: Particles, *,
+                      id_column: str = "particle", overwrite: bool = False) -> None:
+    """Write the rows of a source CSV table moved into the fused frame, in the source's order.
+
+    Every row whose particle was fused is kept with all its columns as written (frame, photons, ...);
+    ``x [nm]``, ``y [nm]`` (and ``z [nm]`` for 3D particles) become the position in the fused frame,
+    ``R_p x + t_p`` with the row's particle ``p``, and an ``inlier`` column (1 for particles used in the
+    final template, 0 for rejected ones) is appended, or replaced when the source has one. Rows of
+    particles that were not fused (too few localizations, a negative id) and blank rows are left out.
+    Uncertainty columns are copied unchanged (they stay in the particle's camera frame).
+    :func:`write_fusion_csv` writes the same positions grouped by particle, from ``particles`` alone.
+
+    Args:
+        path: output ``.csv`` file.
+        source: the CSV that ``particles`` was read from (:func:`read_particles`).
+        result: :class:`jaxsr.fusion.FusionResult` of ``particles``.
+        particles: the fused :class:`jaxsr.fusion.Particles` (their ``ids`` are the source's ids).
+        id_column: the source's particle-id column (header name as written).
+        overwrite: replace an existing file.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        ValueError: ``result`` does not match ``particles``; the source lacks a column, or holds another
+            number of rows of the fused particles than were fused (another file).
+    """
+    particles = _check_particles(particles)
+    _check_result(result, particles)
+    src = as_path(source, "source")
+    rots, trans = np.asarray(result.rotations, np.float64), np.asarray(result.translations, np.float64)
+    inl = np.asarray(result.inliers, bool)
+    d = particles.dim
+    index = {float(i): k for k, i in enumerate(np.asarray(particles.ids, np.float64))}
+    want = _column_name(id_column)
+    with open(src, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        names = [_column_name(h) for h in header]
+        missing = [c for c in [want, "x_nm", "y_nm"] + (["z_nm"] if d == 3 else []) if c not in names]
+        if missing:
+            raise ValueError(f"argument 'source': {src.name} lacks the column(s) {', '.join(missing)}")
+        pid_col = names.index(want)
+        xyz = [names.index(c) for c in ("x_nm", "y_nm", "z_nm")[:d]]
+        inlier_col = header.index("inlier") if "inlier" in header else None
+        out_header = header + ([] if inlier_col is not None else ["inlier"])
+        rows = []
+        for row in reader:
+            if not row or all(not c.strip() for c in row):
+                continue
+            try:
+                k = index.get(float(row[pid_col]))
+            except ValueError:
+                k = None
+            if k is None:
+                continue
+            x = np.array([float(row[c]) for c in xyz])
+            moved = rots[k] @ x + trans[k]
+            new = list(row) + ([] if inlier_col is not None else [""])
+            for c, v in zip(xyz, moved):
+                new[c] = _fmt(v)
+            new[inlier_col if inlier_col is not None else -1] = str(int(inl[k]))
+            rows.append(new)
+    n_fused = int(np.asarray(particles.mask).sum())
+    if len(rows) != n_fused:
+        raise ValueError(f"argument 'source': {src.name} holds {len(rows)} rows of the fused particles, "
+                         f"{n_fused} localizations were fused; is it the table they were read from?")
+    _write_rows(path, out_header, rows, overwrite=overwrite)
 
 
 def _pose_header(d: int) -> list[str]:

@@ -256,3 +256,55 @@ def test_table_with_bad_values_is_refused_with_the_row_unless_the_row_is_unassig
     # a row with a negative id is unassigned (dropped), so its values are not checked
     p = particles_from_table(bad, ids=np.where(x == 5, -1, table["particle"]))
     assert p.counts.tolist() == [4, 3]
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_fused_table_keeps_the_input_rows_order_and_columns(tmp_path, rng, dim):
+    """write_fused_table: the source's rows in its order with every column as written, positions moved by
+    their particle's pose (R x + t, checked against write_fusion_csv's grouped rows), inlier appended."""
+    from scipy.spatial.transform import Rotation as Rot
+
+    axes = ["x", "y", "z"][:dim]
+    n = 30
+    ids = rng.choice([4, 9, 12], size=n)                       # interleaved, as a table sorted by frame
+    ids[:2] = [4, 9]
+    pos = rng.normal(scale=50.0, size=(n, dim))
+    header = ["frame", "particle"] + [f"{a} [nm]" for a in axes] + ["uncertainty [nm]"]
+    header += ["uncertainty_z [nm]"] if dim == 3 else []
+    rows = [[str(10 * k + 3), str(ids[k])] + [f"{v:.4f}" for v in pos[k]] + ["2.5"] + (["7.5"] if dim == 3 else [])
+            for k in range(n)]
+    rows.append(["999", "-1"] + ["1.0"] * dim + ["2.5"] + (["7.5"] if dim == 3 else []))   # unassigned: left out
+    src = tmp_path / "src.csv"
+    src.write_text("\n".join(",".join(r) for r in [header, *rows]) + "\n")
+    parts = read_particles(src)
+    assert parts.ids.tolist() == [4, 9, 12]
+    rots = Rot.random(3, random_state=1).as_matrix() if dim == 3 else np.stack(
+        [[[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]] for a in (0.3, 1.2, -2.0)])
+    trans = rng.normal(scale=10.0, size=(3, dim))
+    res = _result(parts, rots, trans)
+    out = tmp_path / "fused.csv"
+    fio.write_fused_table(out, src, res, parts)
+    got_header, got = _rows(out)
+    assert got_header == header + ["inlier"] and len(got) == n
+    k_of = {4: 0, 9: 1, 12: 2}
+    for k in range(n):
+        assert got[k][0] == rows[k][0] and got[k][1] == rows[k][1] and got[k][2 + dim:-1] == rows[k][2 + dim:]
+        p = k_of[int(ids[k])]
+        expect = rots[p] @ np.array([float(v) for v in rows[k][2:2 + dim]]) + trans[p]
+        np.testing.assert_allclose([float(v) for v in got[k][2:2 + dim]], expect, rtol=1e-7, atol=1e-5)
+        assert got[k][-1] == str(int(p != 1))
+    # the same localizations as the grouped writer, as multisets of (particle, position)
+    write_fusion_csv(tmp_path / "grouped.csv", res, parts)
+    _, grouped = _rows(tmp_path / "grouped.csv")
+    key = lambda r, c: (int(r[c]), *np.round([float(v) for v in r[c + 1:c + 1 + dim]], 3))  # noqa: E731
+    assert sorted(key(r, 1) for r in got) == sorted(key(r, 0) for r in grouped)
+    # re-fusing a fused table: its inlier column is replaced, not duplicated
+    fio.write_fused_table(tmp_path / "again.csv", out, res, read_particles(out))
+    again_header, again = _rows(tmp_path / "again.csv")
+    assert again_header == got_header and [r[-1] for r in again] == [r[-1] for r in got]
+    # another file than the particles came from is refused
+    other = tmp_path / "other.csv"
+    other.write_text("\n".join(",".join(r) for r in [header, *rows[:-5]]) + "\n")
+    with pytest.raises(ValueError, match="source"):
+        fio.write_fused_table(tmp_path / "x.csv", other, res, parts)
+    assert not (tmp_path / "x.csv").exists()
