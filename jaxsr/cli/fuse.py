@@ -2,18 +2,18 @@
 
 Reads INPUT (a .mat file in the smlm_datafusion / joint-registration layout, or
 a CSV table with a particle column (--particle-column), x [nm], y [nm], optional
-z [nm] and uncertainty [nm] / uncertainty_z [nm] or ThunderSTORM's crlb_x [nm]
-...), drops particles with fewer than 3 localizations (with a count), registers
-every particle to a dynamic template (jaxsr.fusion.fuse: multi-start grid search
-over rotations, then refinement; --symmetry/--flip impose a known symmetry,
---inplane restricts 3D rotations to the plane) and writes FUSED.csv (every kept
-localization in the fused frame with an inlier flag: for a CSV, its rows in
-input order with all their columns; for a .mat, grouped by particle), and next
-to it FUSED.poses.csv (one pose per particle), FUSED.png
-(the fused inliers: xy, or in 3D xy, xz and the two z-halves) and
-FUSED.summary.json (options, history, ring measurements, FRC of two halves).
-Nothing is written until the fusion has finished, each file atomically, and
-nothing if one of them exists, unless --overwrite.
+z [nm] and uncertainty [nm] / uncertainty_z [nm], ThunderSTORM's crlb_x [nm]
+..., or sigma_xy [nm] / sigma [nm] and sigma_z [nm]), drops particles with
+fewer than 3 localizations (with a count), registers every particle to a
+dynamic template (jaxsr.fusion.fuse: multi-start grid search over rotations,
+then refinement; --symmetry/--flip impose a known symmetry, --inplane restricts
+3D rotations to the plane) and writes FUSED.csv (every kept localization in the
+fused frame with an inlier flag: for a CSV, its rows in input order with all
+their columns; for a .mat, grouped by particle), and next to it FUSED.poses.csv
+(one pose per particle), FUSED.png (the fused inliers: xy, or in 3D xy, xz and
+the two z-halves) and FUSED.summary.json (options, history, ring measurements,
+FRC of two halves). Nothing is written until the fusion has finished, each file
+atomically, and nothing if one of them exists, unless --overwrite.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ Reading (:func:`read_particles`):
   ``y [nm]``, optional ``z [nm]``, and uncertainties ``uncertainty [nm]``
   (lateral) and ``uncertainty_z [nm]`` (axial), or ThunderSTORM's
   ``crlb_x [nm]``, ``crlb_y [nm]``, ``crlb_z [nm]`` (``uncertainty_xy [nm]`` is
-  read as ``uncertainty [nm]``). Header names map to table columns by replacing
+  read as ``uncertainty [nm]``), or ``sigma_xy [nm]`` / ``sigma [nm]`` and
+  ``sigma_z [nm]`` (a ``sigma`` with a median above 50 nm is refused as a PSF
+  width). Header names map to table columns by replacing
   a trailing unit ``" [nm]"`` with ``"_nm"``; the table goes through
   :func:`jaxsr.fusion.particles_from_table`.
 

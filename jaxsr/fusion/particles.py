@@ -139,6 +139,10 @@ def make_particles(points: Sequence[Any], sigma: Sequence[Any] | float, *, ids: 
     return Particles(out_pts, out_sig, mask, ids)
 
 
+# a "sigma" column with a larger median is a PSF width (ThunderSTORM, jaxsr.smlm), not a localization uncertainty
+_MAX_SIGMA_AS_UNCERTAINTY_NM = 50.0
+
+
 def _column(table: Any, names: Sequence[str]) -> np.ndarray | None:
     for name in names:
         try:
@@ -158,9 +162,11 @@ def particles_from_table(
     """Group a localization table into particles by a particle-id column.
 
     Positions come from ``x_nm``, ``y_nm`` (and ``z_nm`` when it has finite values:
-    a 3D table). Uncertainties: lateral from ``uncertainty_nm`` or ``crlb_x_nm`` /
-    ``crlb_y_nm``, axial from ``uncertainty_z_nm`` or ``crlb_z_nm``, else
-    ``default_sigma_nm``.
+    a 3D table). Uncertainties (1 s.d., nm), the first column present: lateral from
+    ``uncertainty_nm``, ``crlb_x_nm`` / ``crlb_y_nm``, ``sigma_xy_nm`` or ``sigma_nm``;
+    axial from ``uncertainty_z_nm``, ``crlb_z_nm`` or ``sigma_z_nm``; else
+    ``default_sigma_nm``. ``sigma_nm`` is refused when its median exceeds 50 nm:
+    ThunderSTORM and :func:`jaxsr.smlm.localize` write the PSF width under that name.
 
     Args:
         table: a dict of columns or a :class:`jaxsr.smlm.Localizations`.
@@ -193,9 +199,16 @@ def particles_from_table(
     if any(len(c) != n for c in cols) or len(ids) != n:
         raise ValueError("argument 'table': columns (and ids) must all have the same length")
     min_points = check_int(min_points, "min_points", minimum=1)
-    lat_x = _column(table, ["uncertainty_nm", "crlb_x_nm"])
-    lat_y = _column(table, ["uncertainty_nm", "crlb_y_nm"])
-    ax = _column(table, ["uncertainty_z_nm", "crlb_z_nm"]) if z is not None else None
+    lat_x = _column(table, ["uncertainty_nm", "crlb_x_nm", "sigma_xy_nm", "sigma_nm"])
+    lat_y = _column(table, ["uncertainty_nm", "crlb_y_nm", "sigma_xy_nm", "sigma_nm"])
+    ax = _column(table, ["uncertainty_z_nm", "crlb_z_nm", "sigma_z_nm"]) if z is not None else None
+    if lat_x is not None and _column(table, ["uncertainty_nm", "crlb_x_nm", "sigma_xy_nm"]) is None:
+        # the last resort, sigma_nm, is a PSF width in ThunderSTORM's and jaxsr.smlm's tables
+        med = float(np.nanmedian(lat_x))
+        if med > _MAX_SIGMA_AS_UNCERTAINTY_NM:
+            raise ValueError(f"argument 'table': its only uncertainty-like column, sigma_nm, has a median of "
+                             f"{med:.4g} nm: a PSF width, not a localization uncertainty; give uncertainty_nm "
+                             "(or crlb_x_nm/crlb_y_nm, sigma_xy_nm) or default_sigma_nm")
     if default_sigma_nm is not None:
         d = positive_float(default_sigma_nm, "default_sigma_nm")
         lat_x = np.full(n, d) if lat_x is None else lat_x

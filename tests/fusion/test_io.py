@@ -308,3 +308,22 @@ def test_fused_table_keeps_the_input_rows_order_and_columns(tmp_path, rng, dim):
     with pytest.raises(ValueError, match="source"):
         fio.write_fused_table(tmp_path / "x.csv", other, res, parts)
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_sigma_columns_are_uncertainties_unless_they_look_like_a_psf_width(tmp_path):
+    base = "particle,x [nm],y [nm],z [nm],{}\n" + "".join(f"{i // 4},{i},{2 * i},{3 * i},{{}}\n" for i in range(8))
+    path = tmp_path / "t.csv"
+    path.write_text(base.format("sigma_xy [nm],sigma_z [nm]", *(["4,12"] * 8)))
+    p = read_particles(path)
+    np.testing.assert_array_equal(p.sigma[p.mask], np.tile([4.0, 4.0, 12.0], (8, 1)))
+    path.write_text(base.format("sigma [nm],sigma_z [nm]", *(["5,15"] * 8)))
+    p = read_particles(path)
+    np.testing.assert_array_equal(p.sigma[p.mask], np.tile([5.0, 5.0, 15.0], (8, 1)))
+    # a ThunderSTORM-like sigma (the PSF width) is refused, not taken for an uncertainty of 130 nm
+    path.write_text(base.format("sigma [nm],sigma_z [nm]", *(["130,15"] * 8)))
+    with pytest.raises(ValueError, match="PSF width"):
+        read_particles(path)
+    # and an uncertainty column, when present, wins over it
+    path.write_text(base.format("sigma [nm],uncertainty [nm],uncertainty_z [nm]", *(["130,3,9"] * 8)))
+    p = read_particles(path)
+    np.testing.assert_array_equal(p.sigma[p.mask], np.tile([3.0, 3.0, 9.0], (8, 1)))
