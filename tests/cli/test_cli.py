@@ -99,6 +99,44 @@ def test_resolution(tmp_path, capsys):
     assert 120 < json.loads(capsys.readouterr().out)["frc_nm"] < 350
 
 
+def _table(path, sigma_nm, n_frames=40, seed=0):
+    """Localizations of 300 fixed sites in a 3 um field, each seen in every frame with Gaussian error."""
+    rng = np.random.default_rng(seed)
+    sites = rng.uniform(200.0, 2800.0, size=(300, 2))
+    rows = ["frame,x [nm],y [nm],uncertainty [nm]"]
+    for f in range(n_frames):
+        xy = sites + rng.normal(scale=sigma_nm, size=sites.shape)
+        rows += [f"{f + 1},{x:.3f},{y:.3f},{sigma_nm}" for x, y in xy]      # ThunderSTORM counts frames from 1
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_resolution_of_a_localization_table(tmp_path, capsys, one_line_error):
+    from jaxsr.smlm import frc_localizations, read_localizations
+
+    sharp, blurred = _table(tmp_path / "sharp.csv", 4.0), _table(tmp_path / "blurred.csv", 20.0)
+    got = {}
+    for path in (sharp, blurred):
+        assert main(["resolution", str(path), "--json", "--block-frames", "5", "--pixel-size", "5"]) == 0
+        got[path.stem] = json.loads(capsys.readouterr().out)
+        assert got[path.stem]["pixel_size_nm"] == 5.0 and got[path.stem]["block_frames"] == 5
+        ref = frc_localizations(read_localizations(path), pixel_size_nm=5.0, block_frames=5)
+        assert got[path.stem]["frc_nm"] == pytest.approx(float(ref.resolution_nm), rel=1e-9)
+    # the FRC of fixed sites scales with the localization error (about 3 sigma here): 5x the error, 5x the value
+    assert 8.0 < got["sharp"]["frc_nm"] < 20.0
+    assert got["blurred"]["frc_nm"] / got["sharp"]["frc_nm"] == pytest.approx(5.0, rel=0.15)
+    # at the default 10 nm pixel the sharp table is pixel-limited: the curve never falls to 1/7
+    assert main(["resolution", str(sharp), "--json", "--block-frames", "5"]) == 0
+    assert json.loads(capsys.readouterr().out)["frc_nm"] is None
+    assert main(["resolution", str(sharp), "--block-frames", "100"]) == 2          # 40 frames: one half only
+    one_line_error("--block-frames")
+    assert main(["resolution", str(sharp), str(blurred)]) == 2
+    one_line_error("SECOND")
+    (tmp_path / "noframe.csv").write_text("x [nm],y [nm]\n1,2\n3,4\n")
+    assert main(["resolution", str(tmp_path / "noframe.csv")]) == 2
+    one_line_error("IMAGE")
+
+
 def test_resolution_errors(tmp_path, capsys, one_line_error):
     assert main(["resolution", str(tmp_path / "missing.tif")]) == 2
     one_line_error("missing.tif")
