@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,9 @@ def write_thunderstorm_csv(path: str | os.PathLike, locs: Any, *, overwrite: boo
 def read_thunderstorm_csv(path: str | os.PathLike) -> Localizations:
     """Read a ThunderSTORM CSV localization table (frames from 1 in the file, from 0 in the result).
 
+    A file whose smallest frame number is 0 was written counting from 0: its frames are read
+    unshifted, with a warning.
+
     Raises:
         FileNotFoundError: no such file.
         ValueError: an empty file or one without the columns ``frame``, ``x [nm]``, ``y [nm]``
@@ -120,7 +124,16 @@ def read_thunderstorm_csv(path: str | os.PathLike) -> Localizations:
     if "uncertainty [nm]" in header and "crlb_x [nm]" not in header:
         u = data[:, header.index("uncertainty [nm]")].astype(np.float32)
         cols["crlb_x_nm"], cols["crlb_y_nm"] = u, u.copy()
-    cols["frame"] = data[:, header.index("frame")].astype(np.int64) - 1
+    frame = data[:, header.index("frame")]
+    if n and (not np.all(np.isfinite(frame)) or np.any(frame < 0) or np.any(frame != np.round(frame))):
+        raise ValueError(f"argument 'path': {path.name}: the frame column must hold whole numbers >= 0")
+    if n and frame.min() == 0:
+        # ThunderSTORM counts from 1; a 0 means the writer counted from 0 (read as is, not shifted to -1)
+        warnings.warn(f"{path.name}: frame numbers start at 0, so they are read as counted from 0 "
+                      "(ThunderSTORM counts from 1)", stacklevel=2)
+        cols["frame"] = frame.astype(np.int64)
+    else:
+        cols["frame"] = frame.astype(np.int64) - 1
     return Localizations(**cols)
 
 

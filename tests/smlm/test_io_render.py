@@ -64,6 +64,15 @@ def test_thunderstorm_reads_a_minimal_foreign_file_and_names_missing_columns(tmp
         read_thunderstorm_csv(tmp_path / "none.csv")
     with pytest.raises(ValueError, match="format"):
         read_localizations(tmp_path / "locs.txt")
+    # a table counted from 0 is read unshifted, with a warning (not as frame -1); bad frame numbers refused
+    zero = tmp_path / "zero.csv"
+    zero.write_text('"frame","x [nm]","y [nm]"\n0,1,2\n4,3,4\n')
+    with pytest.warns(UserWarning, match="start at 0"):
+        assert read_thunderstorm_csv(zero).frame.tolist() == [0, 4]
+    for value in ("-1", "2.5", "nan"):
+        zero.write_text(f'"frame","x [nm]","y [nm]"\n{value},1,2\n')
+        with pytest.raises(ValueError, match="frame column"):
+            read_thunderstorm_csv(zero)
 
 
 def test_picasso_round_trip_in_pixels_with_yaml(tmp_path):
