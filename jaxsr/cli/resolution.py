@@ -20,7 +20,7 @@ from jaxsr.cli._common import pixel_size_from, positive_float, positive_int, req
 
 TABLES = (".csv", ".hdf5", ".h5")
 
-HELP = "FRC / decorrelation resolution of an image (nm)"
+HELP = "FRC / decorrelation resolution of an image, or FRC of a localization table (nm)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,7 +61,7 @@ def _table(args: argparse.Namespace) -> dict[str, float | None]:
     try:
         locs = read_localizations(args.image)
     except (ValueError, KeyError) as err:
-        raise ValueError(f"IMAGE: {str(err).replace(chr(39) + 'path' + chr(39), 'the table')}") from None
+        raise ValueError(f"IMAGE: {str(err).replace('argument ' + repr('path') + ': ', '')}") from None
     pixel = 10.0 if args.pixel_size is None else args.pixel_size
     try:
         res = frc_localizations(locs, pixel_size_nm=pixel, block_frames=args.block_frames)
