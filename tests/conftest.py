@@ -19,17 +19,11 @@ import os
 #   flag aborts XLA, so it is version-gated): an eager add compiles in 23 instead of 36 ms, and the
 #   whole suite under `make test` took 359 instead of 601 s, with every assertion unchanged.
 # The library sets no such flag; users get XLA's defaults. Subprocesses and notebook kernels inherit it.
-def _jaxlib_version() -> tuple[int, ...]:
-    from importlib import metadata
-
-    try:
-        return tuple(int(p) for p in metadata.version("jaxlib").split("+")[0].split(".")[:2])
-    except (metadata.PackageNotFoundError, ValueError):
-        return ()
-
+# (importing jaxsr imports JAX but starts no backend, which is when XLA reads XLA_FLAGS)
+from jaxsr._xla_flags import _jaxlib_version  # noqa: E402
 
 _FLAGS = "--xla_cpu_multi_thread_eigen=false --xla_backend_optimization_level=1"
-if (0, 10) <= _jaxlib_version() < (0, 12):
+if (0, 10) <= (_jaxlib_version() or ()) < (0, 12):
     _FLAGS += " --xla_cpu_use_fusion_emitters=false"
 os.environ.setdefault("XLA_FLAGS", _FLAGS)
 

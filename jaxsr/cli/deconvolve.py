@@ -5,7 +5,8 @@ PSF; frames go through in batches (one vectorised call per batch, not one per
 frame). A 3D stack (Z, Y, X) is deconvolved with a 3D PSF (--psf pupil or a 3D
 PSF TIFF). The PSF is a model with parameters or a measured TIFF, resampled to
 the image grid if its pixel size differs; a PSF TIFF is taken as sampled on the
-image grid when neither file nor flag gives a pixel size (and no --upsample). Input values are photon counts
+image grid when neither file nor flag gives a pixel size (and no --upsample).
+Input values are photon counts
 (subtract the camera offset first, or give it as --background); negative
 pixels are clipped to zero, integer images are converted to float32. The result
 is written atomically as float32 TIFF with the (upsampled) pixel size; the input
@@ -99,19 +100,15 @@ def deconvolve_frames(frames: np.ndarray, psf: np.ndarray, *, batch: int, label:
     return np.concatenate(results, axis=0)
 
 
-def on_image_grid(args: argparse.Namespace, meta) -> bool:
-    """Whether a PSF TIFF is used as sampled on the image grid: nothing gives a physical scale (no pixel
-    size or z step in the image's or the PSF's metadata, no flag setting one) and nothing is upsampled,
-    so no resampling is possible or needed (as deconwolf and skimage take a measured PSF)."""
-    from jaxsr.io import read_image
-
-    if args.psf in PSF_MODELS or not os.path.exists(args.psf) or args.upsample != 1:
+def on_image_grid(args: argparse.Namespace, meta, psf_meta) -> bool:
+    """Whether a PSF TIFF (metadata ``psf_meta``; None for a model) is used as sampled on the image grid:
+    nothing gives a physical scale (no pixel size or z step in the image's or the PSF's metadata, no flag
+    setting one) and nothing is upsampled, so no resampling is possible or needed (as deconwolf and
+    skimage take a measured PSF)."""
+    if psf_meta is None or args.upsample != 1:
         return False
-    if any(v for v in (args.pixel_size, args.z_step, args.psf_pixel_size, args.psf_z_step,
-                       meta.pixel_size_nm, meta.z_step_nm)):
-        return False
-    psf_meta = read_image(args.psf)[1]
-    return not (psf_meta.pixel_size_nm or psf_meta.z_step_nm)
+    return not any(v for v in (args.pixel_size, args.z_step, args.psf_pixel_size, args.psf_z_step,
+                               meta.pixel_size_nm, meta.z_step_nm, psf_meta.pixel_size_nm, psf_meta.z_step_nm))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,11 +118,12 @@ def run(args: argparse.Namespace) -> int:
     require_input(args.input, "INPUT")
     check_output(args, [args.input, args.psf])
     image, meta = read_image(args.input)
-    same_grid = on_image_grid(args, meta)
+    psf_file = read_image(args.psf) if args.psf not in PSF_MODELS and os.path.exists(args.psf) else None
+    same_grid = on_image_grid(args, meta, None if psf_file is None else psf_file[1])
     # without any physical scale, a measured PSF is taken as sampled on the image grid (unit pixels)
     pixel = 1.0 if same_grid else pixel_size_from(args.pixel_size, meta.pixel_size_nm)
     z_step = 1.0 if same_grid else args.z_step or meta.z_step_nm
-    psf_is_3d = args.psf == "pupil" or (os.path.exists(args.psf) and read_image(args.psf)[0].ndim == 3)
+    psf_is_3d = args.psf == "pupil" or (psf_file is not None and psf_file[0].ndim == 3)
     if image.ndim < (3 if psf_is_3d else 2):
         raise ValueError(f"INPUT: a {'3D' if psf_is_3d else '2D'} PSF needs an image with at least "
                          f"{3 if psf_is_3d else 2} axes, got shape {image.shape}")

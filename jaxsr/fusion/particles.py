@@ -221,14 +221,13 @@ def particles_from_table(
     pos = np.stack(cols, 1)
     sig = np.stack(sig_cols, 1)
     keep = ids >= 0 if np.issubdtype(ids.dtype, np.number) else np.ones(n, bool)
-    names = ["x_nm", "y_nm", "z_nm"][:pos.shape[1]]
-    for values, cols_named, what in ((pos, names, "finite"),
-                                     (sig, ["lateral uncertainty"] * 2 + ["axial uncertainty"], "positive")):
-        bad = ~np.isfinite(values) | ((values <= 0) if what == "positive" else False)
-        bad &= keep[:, None]
+    checks = ((pos, ~np.isfinite(pos), ["x_nm", "y_nm", "z_nm"], "finite"),
+              (sig, ~(np.isfinite(sig) & (sig > 0)), ["lateral uncertainty"] * 2 + ["axial uncertainty"], "positive"))
+    for values, bad, labels, what in checks:
+        bad = bad & keep[:, None]                       # unassigned rows (negative ids) are not checked
         if bad.any():
             row, col = np.argwhere(bad)[0]
-            raise ValueError(f"argument 'table': {cols_named[col]} must be {what}, got {float(values[row, col])} in "
+            raise ValueError(f"argument 'table': {labels[col]} must be {what}, got {float(values[row, col])} in "
                              f"data row {row + 1} (1-based; {int(bad.any(1).sum())} such rows)")
     pos, sig, ids = pos[keep], sig[keep], ids[keep]
     uniq, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
