@@ -23,12 +23,13 @@ section is also shown as its own row, ``clid_vs_sparse``), ``convolve``, ``denoi
 (bench_denoise.py: U-Net train step and inference vs PyTorch), ``localize`` (bench_localize.py:
 MLE fitter vs Picasso/SciPy, network frames/s), ``smlm`` (eval_smlm.py --skip-generative: CRLB
 and MLE vs localization network), ``generative`` (eval_generative.py), ``fusion``
-(eval_fusion.py), ``fusion_speed`` (bench_fusion.py), ``clid_fig1`` (reproduce_clid_fig1.py), ``eval_denoise``, ``psf_fit``,
-``real_deconv`` and ``real_smlm`` (real_data_*.py, shared data), ``scaling``
-(bench_scaling.py), ``halo`` (bench_halo.py), ``outofcore`` (bench_outofcore.py, needs the
-``dask`` extra). With ``--quick`` the runner passes smaller sizes where the scripts take them,
-and leaves out ``generative``, ``eval_denoise``, ``psf_fit``, ``real_smlm`` and ``fusion_speed`` (50-90 s each even
-at their smallest: accuracy evaluations, not timings) unless they are named in ``--only``.
+(eval_fusion.py), ``fusion_speed`` (bench_fusion.py), ``clid_fig1`` (reproduce_clid_fig1.py),
+``eval_denoise``, ``psf_fit``, ``real_deconv``, ``real_smlm`` and ``real_denoise``
+(real_data_*.py, shared data), ``scaling`` (bench_scaling.py), ``halo`` (bench_halo.py),
+``outofcore`` (bench_outofcore.py, needs the ``dask`` extra). With ``--quick`` the runner passes
+smaller sizes where the scripts take them, and leaves out ``generative``, ``eval_denoise``,
+``psf_fit``, ``real_smlm``, ``real_denoise`` and ``fusion_speed`` (50-90 s each even at their
+smallest: accuracy evaluations, not timings) unless they are named in ``--only``.
 ``clid_fig1`` runs at its full (paper) size in both modes: smaller images miss its checks.
 ``eval_denoise`` exits 1 when its accuracy checks miss, which they do at ``--quick`` sizes: there
 that counts as run, not failed (the reason is recorded).
@@ -369,6 +370,14 @@ def x_real_smlm(d: dict) -> dict:
                 "MLE localize, storm_analysis_test", heads or ["n/a"])
 
 
+def x_real_denoise(d: dict) -> dict:
+    kept = fmt(get(d, "shipped_3snet.intensity_kept"), ".0%")
+    heads = [f"FMD confocal vs 50-frame average: raw {fmt(get(d, 'raw_frame.psnr_db'), '.1f')} dB, shipped 3Snet "
+             f"{fmt(get(d, 'shipped_3snet.psnr_db'), '.1f')} dB (keeps {kept} of the intensity), "
+             f"--self-supervised {fmt(get(d, 'self_supervised.psnr_db'), '.1f')} dB"]
+    return _out(None, get(d, "self_supervised.wall_s"), "jaxsr denoise --self-supervised, 512x512", heads)
+
+
 def x_clid_fig1(d: dict) -> dict:
     airy = get(d, "results.airy", {})
     table = get(airy, "table", [])
@@ -478,6 +487,10 @@ REGISTRY: list[Bench] = [
           "real_data_smlm.json", x_real_smlm, args=lambda ctx: _q(ctx, ["--repeats", "1"]),
           needs={"shared data smlm/": SHARED_DATA / "smlm",
                  "shipped localization network": PRETRAINED["locnet"]}, quick_s=50),
+    Bench("real_denoise", "real_data_denoise.py", "jaxsr denoise on the shared FMD confocal pair (vs 50-frame average)",
+          "real_data_denoise.json", x_real_denoise,
+          needs={"shared data denoise/fmd_bpae_b": SHARED_DATA / "denoise" / "fmd_bpae_b",
+                 "shipped 3Snet model": PRETRAINED["3snet"]}, quick_s=90),
     Bench("scaling", "bench_scaling.py", "many-items helpers: throughput vs device count", "bench_scaling.json",
           x_scaling,
           # fake CPU devices: one process per count, so fewer counts; real devices: every count that exists
