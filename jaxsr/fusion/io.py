@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from jaxsr._validate import check_int, positive_float
-from jaxsr.fusion.particles import Particles, make_particles, particles_from_table
+from jaxsr.fusion.particles import Particles, log_dropped, make_particles, particles_from_table
 from jaxsr.fusion.rotations import matrix_to_quaternion
 from jaxsr.io.atomic import as_path, atomic_path
 
@@ -158,6 +158,7 @@ def _particles_from_mat(path: Path, *, default_sigma_nm: float | None, min_point
     if not entries:
         raise ValueError(f"argument 'path': {path.name}: variable {var!r} holds no particles")
     points, sigmas, ids = [], [], []
+    dropped = [0, 0]                                   # particles, localizations
     for i, entry in enumerate(entries):
         fields = _mat_fields(entry)
         if fields is None or "points" not in fields:
@@ -165,6 +166,7 @@ def _particles_from_mat(path: Path, *, default_sigma_nm: float | None, min_point
                              "field")
         pts = np.asarray(fields["points"], dtype=np.float64)
         if pts.size == 0:
+            dropped[0] += 1
             continue
         if pts.ndim != 2 or pts.shape[1] not in (2, 3):
             raise ValueError(f"argument 'path': {path.name}: {var}{{{i + 1}}}.points has shape {pts.shape}, "
@@ -182,12 +184,15 @@ def _particles_from_mat(path: Path, *, default_sigma_nm: float | None, min_point
         elif sig.ndim == 2 and sig.shape == (1, n) and n > 1:
             sig = sig[0]
         if n < min_points:
+            dropped[0] += 1
+            dropped[1] += n
             continue
         points.append(pts)
         sigmas.append(sig)
         ids.append(i)
     if not points:
         raise ValueError(f"argument 'path': {path.name}: no particle has at least {min_points} localizations")
+    log_dropped(dropped[0], len(entries), dropped[1], min_points)
     try:
         return make_particles(points, sigmas, ids=np.asarray(ids, np.int64))
     except ValueError as err:

@@ -11,6 +11,7 @@ axis: ``(x, y[, z])``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -20,6 +21,8 @@ import scipy.sparse.csgraph
 import scipy.spatial
 
 from jaxsr._validate import check_int, positive_float
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Particles",
@@ -173,7 +176,8 @@ def particles_from_table(
         ids: ``(n,)`` particle id per row (overrides ``id_column``); rows with a
             negative id (unassigned, e.g. from :func:`cluster_particles`) are dropped.
         id_column: the table's particle-id column when ``ids`` is not given.
-        min_points: drop particles with fewer localizations.
+        min_points: drop particles with fewer localizations (how many is logged at
+            INFO level on the ``jaxsr.fusion.particles`` logger).
         default_sigma_nm: uncertainty for tables without uncertainty columns.
 
     Returns:
@@ -234,9 +238,17 @@ def particles_from_table(
     good = np.flatnonzero(counts >= min_points)
     if good.size == 0:
         raise ValueError(f"argument 'table': no particle has at least {min_points} localizations")
+    log_dropped(len(uniq) - good.size, len(uniq), int(counts.sum() - counts[good].sum()), min_points)
     order = np.argsort(inverse, kind="stable")
     splits = np.split(order, np.cumsum(counts)[:-1])
     return make_particles([pos[splits[g]] for g in good], [sig[splits[g]] for g in good], ids=uniq[good])
+
+
+def log_dropped(n_dropped: int, n_total: int, n_locs: int, min_points: int) -> None:
+    """Log (INFO) how many particles a reader dropped for having fewer than ``min_points`` localizations."""
+    if n_dropped:
+        log.info("dropped %d of %d particles with fewer than %d localizations (%d localizations)",
+                 n_dropped, n_total, min_points, n_locs)
 
 
 def cluster_particles(points: Any, *, distance_nm: float, min_points: int = 5) -> np.ndarray:

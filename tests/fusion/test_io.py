@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 
 import numpy as np
@@ -112,6 +113,27 @@ def test_read_mat_layouts(tmp_path, rng):
     (tmp_path / "junk.mat").write_bytes(b"not a mat file at all")
     with pytest.raises(ValueError, match="junk.mat"):
         read_particles(tmp_path / "junk.mat")
+
+
+def test_readers_log_the_particles_min_points_dropped(tmp_path, rng, caplog):
+    pts = [rng.normal(size=(4, 2)), rng.normal(size=(6, 2)), rng.normal(size=(2, 2))]
+    cell = np.empty((1, 3), dtype=object)
+    for i, x in enumerate(pts):
+        cell[0, i] = {"points": x, "sigma": np.full((len(x), 1), 2.5)}
+    scipy.io.savemat(tmp_path / "cell.mat", {"particles": cell})
+    rows = [f"{i},{x:.4f},{y:.4f},2.5" for i, p in enumerate(pts) for x, y in p]
+    (tmp_path / "t.csv").write_text("particle,x [nm],y [nm],uncertainty [nm]\n" + "\n".join(rows) + "\n")
+    for name in ("cell.mat", "t.csv"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="jaxsr.fusion.particles"):
+            p = read_particles(tmp_path / name, min_points=5)
+        assert p.ids.tolist() == [1] and p.counts.tolist() == [6]
+        assert [r.getMessage() for r in caplog.records] == [
+            "dropped 2 of 3 particles with fewer than 5 localizations (6 localizations)"]
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="jaxsr.fusion.particles"):
+            read_particles(tmp_path / name, min_points=2)
+        assert caplog.records == []                          # nothing dropped, nothing logged
 
 
 def test_read_thunderstorm_style_table(tmp_path):
