@@ -48,6 +48,40 @@ def require_input(path: str, flag: str) -> str:
     return path
 
 
+def check_output(args: argparse.Namespace, inputs: list[str], *,
+                 suffixes: tuple[str, ...] = (".tif", ".tiff")) -> None:
+    """Before any work: refuse an output name without one of ``suffixes`` (``.ome.tif`` ends in ``.tif``),
+    an existing output (unless --overwrite), a missing folder, and never write over an input."""
+    kinds = " or ".join(suffixes)
+    what = f"a {kinds} file path"
+    if not args.output.lower().endswith(suffixes):
+        raise ValueError(f"--output: expected a {kinds} file, got {args.output}")
+    out = os.path.abspath(args.output)
+    for path in inputs:
+        if path and os.path.abspath(path) == out:
+            raise ValueError(f"--output: {args.output} is an input file; inputs are never overwritten")
+    if os.path.isdir(out):
+        raise IsADirectoryError(f"--output: is a folder, expected {what}: {args.output}")
+    if os.path.exists(out) and not args.overwrite:
+        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
+    folder = os.path.dirname(out)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--output: folder does not exist: {folder}")
+
+
+def check_outputs(paths: dict[str, str], *, overwrite: bool, inputs: tuple[str, ...] = ()) -> None:
+    """Before any work, for a command that writes several files: refuse one that would replace an input,
+    one whose folder is missing, and one that exists (unless ``overwrite``)."""
+    for path in paths.values():
+        if any(p and os.path.abspath(p) == os.path.abspath(path) for p in inputs):
+            raise ValueError(f"--output: {path} would replace the input; inputs are never overwritten")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"output folder does not exist: {folder}")
+        if os.path.exists(path) and not overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
 def output_dir(path: str, *, overwrite: bool) -> str:
     """Create the output folder if needed; files inside are still refused unless ``overwrite``."""
     if os.path.exists(path) and not os.path.isdir(path):

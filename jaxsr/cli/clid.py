@@ -28,9 +28,9 @@ import argparse
 
 import numpy as np
 
-from jaxsr.cli._common import Progress, nonnegative_float, pixel_size_from, positive_int, require_input
+from jaxsr.cli._common import Progress, check_output, nonnegative_float, pixel_size_from, positive_int, require_input
 from jaxsr.cli._psf import add_psf_arguments, build_psf
-from jaxsr.cli.deconvolve import check_output, check_upsample, deconvolve_frames, one_line_warnings
+from jaxsr.cli.deconvolve import check_upsample, deconvolve_frames, one_line_warnings
 
 HELP = "CLID super-resolution of a clear image or of an RSFP ON/OFF series (3S)"
 

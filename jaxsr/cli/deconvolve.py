@@ -23,7 +23,15 @@ import warnings
 
 import numpy as np
 
-from jaxsr.cli._common import Progress, nonnegative_float, output_axes, pixel_size_from, positive_int, require_input
+from jaxsr.cli._common import (
+    Progress,
+    check_output,
+    nonnegative_float,
+    output_axes,
+    pixel_size_from,
+    positive_int,
+    require_input,
+)
 from jaxsr.cli._psf import PSF_MODELS, add_psf_arguments, build_psf
 
 HELP = "Richardson-Lucy deconvolution of an image, stack or time-lapse (TIFF)"
@@ -43,27 +51,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=positive_int, default=8, help="frames per vectorised batch (default 8)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_psf_arguments(p, default_psf="airy")
-
-
-def check_output(args: argparse.Namespace, inputs: list[str], *,
-                 suffixes: tuple[str, ...] = (".tif", ".tiff")) -> None:
-    """Before any work: refuse an output name without one of ``suffixes`` (``.ome.tif`` ends in ``.tif``),
-    an existing output (unless --overwrite), a missing folder, and never write over an input."""
-    kinds = " or ".join(suffixes)
-    what = f"a {kinds} file path"
-    if not args.output.lower().endswith(suffixes):
-        raise ValueError(f"--output: expected a {kinds} file, got {args.output}")
-    out = os.path.abspath(args.output)
-    for path in inputs:
-        if path and os.path.abspath(path) == out:
-            raise ValueError(f"--output: {args.output} is an input file; inputs are never overwritten")
-    if os.path.isdir(out):
-        raise IsADirectoryError(f"--output: is a folder, expected {what}: {args.output}")
-    if os.path.exists(out) and not args.overwrite:
-        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
-    folder = os.path.dirname(out)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"--output: folder does not exist: {folder}")
 
 
 def check_upsample(image_shape: tuple[int, ...], upsample: int) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from jaxsr.cli._common import Progress, nonnegative_float, output_axes, positive_int, require_input
+from jaxsr.cli._common import Progress, check_output, nonnegative_float, output_axes, positive_int, require_input
 
 HELP = "denoise a frame or time-lapse with a trained network (3Snet by default) or self-supervised"
 
@@ -155,7 +155,6 @@ def _self_supervised_model(args: argparse.Namespace, image: np.ndarray):
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxsr.cli.deconvolve import check_output
     from jaxsr.io import read_image, write_image
     from jaxsr.nn import denoise, save_model
 

@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from jaxsr.cli._common import positive_float, positive_int, require_input
+from jaxsr.cli._common import check_output, check_outputs, positive_float, positive_int, require_input
 
 HELP = "fuse SMLM particles (.mat or CSV) into one super-particle"
 
@@ -169,17 +169,12 @@ def run(args: argparse.Namespace) -> int:
         write_fusion_csv,
         write_poses_csv,
     )
-    from jaxsr.cli.deconvolve import check_output
     from jaxsr.io import write_json
 
     require_input(args.input, "INPUT")
     check_output(args, [args.input], suffixes=(".csv",))
     paths = output_paths(args.output)
-    for path in paths.values():
-        if os.path.abspath(path) == os.path.abspath(args.input):
-            raise ValueError(f"--output: {path} would replace the input; inputs are never overwritten")
-        if os.path.exists(path) and not args.overwrite:
-            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    check_outputs(paths, overwrite=args.overwrite, inputs=(args.input,))
     if args.restarts > 1 and args.init != "grid":
         raise ValueError(f"--restarts: only with --init grid (--init {args.init} draws no seed)")
     if args.particle_column != "particle" and not args.input.lower().endswith(".csv"):

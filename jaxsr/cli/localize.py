@@ -116,8 +116,7 @@ def _with_neighbours(chunks):
 def run(args: argparse.Namespace) -> int:
     import warnings
 
-    from jaxsr.cli._common import require_input
-    from jaxsr.cli.deconvolve import check_output
+    from jaxsr.cli._common import check_output, require_input
     from jaxsr.smlm import Localizations, localize, write_localizations
     from jaxsr.smlm.net import localize_net
     from jaxsr.smlm.movie import movie_chunks, movie_info

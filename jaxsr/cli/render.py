@@ -13,8 +13,7 @@ import argparse
 
 import numpy as np
 
-from jaxsr.cli._common import positive_float, positive_int, require_input
-from jaxsr.cli.deconvolve import check_output
+from jaxsr.cli._common import check_output, positive_float, positive_int, require_input
 
 HELP = "render a localization table as a super-resolution image"
 

@@ -15,7 +15,7 @@ import os
 import jax
 import numpy as np
 
-from jaxsr.cli._common import nonnegative_float, positive_float, positive_int
+from jaxsr.cli._common import check_outputs, nonnegative_float, positive_float, positive_int
 
 HELP = "simulate a widefield image with ground truth (TIFF + JSON)"
 
@@ -57,16 +57,6 @@ def output_paths(output: str) -> dict[str, str]:
         "psf": os.path.join(folder, f"{stem}_psf{ext}"),
         "truth": os.path.join(folder, f"{stem}_truth.json"),
     }
-
-
-def check_outputs(paths: dict[str, str], *, overwrite: bool) -> None:
-    """Refuse before any work if an output exists (unless overwrite) or its folder is missing."""
-    for path in paths.values():
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"output folder does not exist: {folder}")
-        if os.path.exists(path) and not overwrite:
-            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
 def write_simulation(sim, paths: dict[str, str], *, overwrite: bool, extra: dict | None = None) -> None:
