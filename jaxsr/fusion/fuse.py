@@ -60,6 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsr._mapping import map_items
 from jaxsr._validate import check_choice, check_int, positive_float, real_float
 from jaxsr.fusion.gmm import GMM, gmm_log_overlap, reduce_gmm
 from jaxsr.fusion.measure import _halves_frc, pose_errors
@@ -214,7 +215,7 @@ def _self_overlaps(tmpl: GMM, rots: jax.Array, blur: jax.Array) -> jax.Array:
     def one(r):
         moved = GMM(tmpl.means @ r.T, r @ tmpl.covs @ r.T, tmpl.weights)
         return gmm_log_overlap(tmpl, moved, blur_nm=blur)
-    return jax.lax.map(one, rots, batch_size=8)
+    return map_items(one, rots, batch_size=8)
 
 
 @functools.lru_cache(maxsize=8)
@@ -855,7 +856,7 @@ def _register_local_batch(points, sigma, mask, grids, grid_tmpl, tmpl, blurs, lr
         return _register_one(pts, sig, msk, jnp.zeros((0, d, d), pts.dtype), grid_tmpl, tmpl, grid, blurs, lr_rot,
                              lr_shift_nm, n_starts=n_starts, steps=steps, cost=cost)
 
-    return jax.lax.map(one, (points, sigma, mask, grids), batch_size=batch_size)
+    return map_items(one, (points, sigma, mask, grids), batch_size=batch_size)
 
 
 def _local_offsets(d: int, max_deg: float = 30.0) -> np.ndarray:

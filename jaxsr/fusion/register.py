@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsr._mapping import map_items, vmap_items
 from jaxsr._validate import check_choice, check_int
 from jaxsr.fusion.gmm import GMM, _log_weights, _pose_loss_and_grad, gmm_correlation
 from jaxsr.fusion.particles import Particles
@@ -150,7 +151,7 @@ def _grid_scores_shifted(pts, var, logw, tmpl: GMM, grid, shifts, blur, cost):
         d2 = jnp.sum(moved * moved, -1)[..., None] + m2 - 2.0 * moved @ tmpl.means.T
         return _pose_scores(base[None] - 0.5 * jnp.maximum(d2, 0.0) / v[None], logw, cost)
 
-    return jax.lax.map(one, grid, batch_size=8)
+    return map_items(one, grid, batch_size=8)
 
 
 def _distinct_top(scores, grid, shifts, n, rot_cos, shift_nm):
@@ -248,7 +249,7 @@ def _register_one(pts, sig, msk, extra, grid_tmpl, tmpl, grid, blurs, lr_rot, lr
     # scale, where the coarse ones would pull a sparse particle onto the template's dense centre
     sched = jnp.concatenate([jnp.broadcast_to(blurs, (n_starts,) + blurs.shape),
                              jnp.broadcast_to(blurs[-1], (extra.shape[0],) + blurs.shape)], 0)
-    rots, ts, vals = jax.vmap(
+    rots, ts, vals = vmap_items(
         lambda s, t0, b: _refine(pts, sig2, logw, tmpl, s, t0, b, steps=steps, lr_rot=lr_rot,
                                  lr_shift_nm=lr_shift_nm, cost=cost)
     )(cand, cand_t, sched)
@@ -270,7 +271,7 @@ def _register_batch(points, sigma, mask, grid_tmpl, tmpl, grid, starts, blurs, l
         return _register_one(pts, sig, msk, extra, grid_tmpl, tmpl, grid, blurs, lr_rot, lr_shift_nm, extra_t,
                              shifts, nms, n_starts=n_starts, steps=steps, cost=cost)
 
-    return jax.lax.map(one, (points, sigma, mask, starts, starts_t), batch_size=batch_size)
+    return map_items(one, (points, sigma, mask, starts, starts_t), batch_size=batch_size)
 
 
 @functools.lru_cache(maxsize=16)

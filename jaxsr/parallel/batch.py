@@ -60,6 +60,7 @@ import jax.numpy as jnp
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxsr._mapping import map_items, vmap_items
 from jaxsr._validate import check_int
 
 __all__ = ["BATCH_AXIS", "auto_axes", "batch_mesh", "check_mesh", "constrain", "sharded_vmap"]
@@ -329,8 +330,8 @@ def sharded_vmap(
 
         def body(mapped_local, fixed_local):
             if batch_size is None:
-                return jax.vmap(item, in_axes=(0, None))(mapped_local, fixed_local)
-            return jax.lax.map(lambda xs: item(xs, fixed_local), mapped_local, batch_size=min(batch_size, local))
+                return vmap_items(lambda m: item(m, fixed_local))(mapped_local)
+            return map_items(lambda xs: item(xs, fixed_local), mapped_local, batch_size=min(batch_size, local))
 
         # check_vma=False: fn is any single-item function; a loop in it whose carry starts from a replicated
         # value (a constant, an unmapped argument) and becomes per-item would fail the varying-axes type check.
