@@ -164,6 +164,21 @@ def make_frame(size, seed=99):
     return (clean + 0.2 * rng.standard_normal(clean.shape)).astype(np.float32)[None, :, :, None]
 
 
+def cpu_description():
+    """Model name, x86 family/model and AVX-512 support from ``/proc/cpuinfo`` (the ratios depend on the CPU
+    generation: PyTorch's oneDNN and XLA's Eigen kernels use AVX-512 differently); ``None`` elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return None
+    first = text.split("\n\n", 1)[0]
+    info = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    return {"model_name": info.get("model name"), "family": info.get("cpu family"), "model": info.get("model"),
+            "avx512f": "avx512f" in info.get("flags", "").split()}
+
+
 def rel_diff(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
@@ -798,6 +813,7 @@ def main(argv=None):
             "jaxsr_version": getattr(jaxsr, "__version__", None), "numpy_version": np.__version__,
             "python_version": platform.python_version(), "platform": platform.platform(),
             "device_kind": device_kind, "backend": result["jax"][first]["backend"], "cpu_count": os.cpu_count(),
+            "cpu": cpu_description(),
             "n_params": n_params, "load_average_before": list(load_before), "load_average_after": list(load_after),
             "shared_machine": max(load_before[0], load_after[0]) > 1.5 * (os.cpu_count() or 1),
             "notes": notes, "wall_s": time.perf_counter() - t_start,
