@@ -18,7 +18,8 @@ its detection probability mass reaches --net-threshold. Its table holds the
 network's predicted standard deviations in the CRLB columns.
 
 The camera is a preset (--camera) whose fields --gain, --offset, --em-gain,
---qe, --read-noise override. The PSF width is fixed with --sigma NM, or fitted
+--qe, --read-noise override. Without --camera, the preset recorded in the
+movie's metadata by jaxsr simulate-smlm is used, else ideal (photon counts). The PSF width is fixed with --sigma NM, or fitted
 per spot (default), detection then using 0.21 wavelength / NA.
 
 The output is ThunderSTORM CSV (.csv, frames from 1, nm) or Picasso HDF5
@@ -35,6 +36,7 @@ import numpy as np
 from jaxsr.cli._common import Progress, nonnegative_float, pixel_size_from, positive_float, positive_int
 
 HELP = "localize single molecules in a raw movie (MLE at the Cramér-Rao bound, or the localization network)"
+CAMERAS = ("ideal", "emccd", "scmos")   # the presets of jaxsr.forward.camera_preset
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,8 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="localization table: .csv (ThunderSTORM) or .hdf5 (Picasso)")
     p.add_argument("--pixel-size", type=positive_float, default=None,
                    help="camera pixel size in the sample, nm (default: from the TIFF metadata)")
-    p.add_argument("--camera", choices=["ideal", "emccd", "scmos"], default="ideal",
-                   help="camera preset (default ideal: the movie is photon counts)")
+    p.add_argument("--camera", choices=CAMERAS, default=None,
+                   help="camera preset (default: the one jaxsr simulate-smlm recorded in the movie's metadata, "
+                        "else ideal: the movie is photon counts)")
     p.add_argument("--gain", type=positive_float, default=None, help="conversion gain, electrons per ADU")
     p.add_argument("--offset", type=float, default=None, help="camera offset (baseline), ADU")
     p.add_argument("--em-gain", type=positive_float, default=None, help="EM gain (>= 1; 1 = no EM register)")
@@ -68,14 +71,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
-def camera_from_args(args: argparse.Namespace):
-    """The preset with any overriding flags (validated by CameraModel: one-line errors)."""
+def camera_name(args: argparse.Namespace, info) -> tuple[str, str]:
+    """The preset to use and where it came from: --camera, else the movie's ``jaxsr_camera``
+    annotation (written by jaxsr simulate-smlm), else ideal."""
+    if args.camera is not None:
+        return args.camera, "--camera"
+    recorded = (info.annotations or {}).get("jaxsr_camera")
+    if recorded is None:
+        return "ideal", "default"
+    if recorded not in CAMERAS:
+        raise ValueError(f"MOVIE: its metadata records an unknown camera {recorded!r}; pass --camera "
+                         f"({', '.join(CAMERAS)})")
+    return recorded, "the movie's metadata"
+
+
+def camera_from_args(args: argparse.Namespace, name: str | None = None):
+    """The preset (``name``, default --camera) with any overriding flags (validated by CameraModel:
+    one-line errors)."""
     from jaxsr.forward import camera_preset
 
     changes = {k: v for k, v in (("gain_e_per_adu", args.gain), ("offset_adu", args.offset),
                                  ("em_gain", args.em_gain), ("qe", args.qe),
                                  ("read_noise_e", args.read_noise)) if v is not None}
-    cam = camera_preset(args.camera)
+    cam = camera_preset(name or args.camera or "ideal")
     if changes:
         try:
             cam = cam.replace(**changes)
@@ -129,9 +147,12 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")
         info = movie_info(args.movie)
     pixel = pixel_size_from(args.pixel_size, info.pixel_size_nm)
-    camera = camera_from_args(args)
-    cam = None if args.camera == "ideal" and not any(
+    name, source = camera_name(args, info)
+    camera = camera_from_args(args, name)
+    cam = None if name == "ideal" and not any(
         v is not None for v in (args.gain, args.offset, args.em_gain, args.qe, args.read_noise)) else camera
+    if source == "the movie's metadata":
+        print(f"camera {name} (from the movie's metadata; --camera overrides it)")
     astig = None
     if args.astigmatism is not None:
         if args.sigma is not None:
@@ -168,5 +189,5 @@ def run(args: argparse.Namespace) -> int:
     prec = float(np.median(table.crlb_x_nm)) if table.n else float("nan")
     what = "CRLB" if args.method == "mle" else "predicted sd"
     print(f"wrote {args.output}: {table.n} localizations in {info.n_frames} frames "
-          f"(median {what} {prec:.1f} nm, pixel {pixel:g} nm, camera {args.camera}, method {args.method})")
+          f"(median {what} {prec:.1f} nm, pixel {pixel:g} nm, camera {name}, method {args.method})")
     return 0

@@ -76,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     mov = simulate_smlm(k_mov, pos, n_frames=args.frames, shape=(args.size, args.size),
                         pixel_size_nm=args.pixel_size, psf=args.psf, sigma_nm=args.sigma, photons=args.photons,
                         background=args.background, p_on=args.p_on, p_off=args.p_off, camera=camera)
+    # the camera goes into the movie's metadata, where jaxsr localize finds it
     write_image(args.output, np.asarray(mov.frames), pixel_size_nm=args.pixel_size, axes="TYX",
-                overwrite=args.overwrite)
+                overwrite=args.overwrite, annotations={"jaxsr_camera": args.camera})
     t = mov.truth
     n = len(t["frame"])
     nan = np.full(n, np.nan, np.float32)
@@ -87,5 +88,6 @@ def run(args: argparse.Namespace) -> int:
                           z_nm=t["z_nm"] if args.psf == "astigmatic3d" or args.z_range else nan, crlb_z_nm=nan)
     write_thunderstorm_csv(truth_path, table, overwrite=args.overwrite)
     print(f"wrote {args.output}: {args.frames} frames of {args.size} x {args.size} px ({args.pixel_size:g} nm), "
-          f"{args.emitters} emitters on {args.structure}, {n} on-events; truth {truth_path}")
+          f"{args.emitters} emitters on {args.structure}, {n} on-events, camera {args.camera} (recorded in its "
+          f"metadata for jaxsr localize); truth {truth_path}")
     return 0

@@ -39,7 +39,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -184,12 +186,49 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
+_ANNOTATION_KEY = re.compile(r"jaxsr_[a-z0-9_]+")
+
+
+def _check_annotations(annotations: Any) -> dict[str, str]:
+    """``annotations`` of :func:`write_image` as a dict, with one-line errors."""
+    if annotations is None:
+        return {}
+    if not isinstance(annotations, Mapping):
+        raise TypeError(f"argument 'annotations': expected a mapping of str to str, got {type(annotations).__name__}")
+    out = {}
+    for key, value in annotations.items():
+        if not isinstance(key, str) or not _ANNOTATION_KEY.fullmatch(key) or key == _AXES_RECORD_KEY:
+            raise ValueError(f"argument 'annotations': keys are 'jaxsr_' and lower-case letters, digits or '_' "
+                             f"(not {_AXES_RECORD_KEY!r}), got {key!r}")
+        if not isinstance(value, str) or not value or value != value.strip() or "\n" in value or "\r" in value:
+            raise ValueError(f"argument 'annotations': the value of {key!r} must be a non-empty one-line string "
+                             f"without surrounding spaces, got {value!r}")
+        out[key] = value
+    return out
+
+
+def _annotations(tif: tifffile.TiffFile) -> dict[str, str]:
+    """The ``jaxsr_*`` annotations :func:`write_image` stored (ImageJ description keys or OME map
+    annotations), as text; the recorded axes are not among them."""
+    found: dict[str, Any] = {}
+    if tif.is_ome and tif.ome_metadata:
+        try:
+            root = ElementTree.fromstring(tif.ome_metadata)
+        except ElementTree.ParseError:
+            return {}
+        found = {el.get("K"): el.text for el in root.iter() if _local(el.tag) == "M"}
+    elif tif.is_imagej:
+        found = dict(tif.imagej_metadata or {})
+    return {k: str(v) for k, v in found.items()
+            if isinstance(k, str) and _ANNOTATION_KEY.fullmatch(k) and k != _AXES_RECORD_KEY and v is not None}
+
+
 def _ome_metadata(xml: str, extra: dict) -> tuple[float | None, float | None, float | None, str | None]:
     """Pixel size x, y, z step (nm) and recorded axes from the first OME Image."""
     try:
         root = ElementTree.fromstring(xml)
     except ElementTree.ParseError:
-        return None, None, None
+        return None, None, None, None
     pixels = next((el for el in root.iter() if _local(el.tag) == "Pixels"), None)
     recorded = next(
         (el.text for el in root.iter() if _local(el.tag) == "M" and el.get("K") == _AXES_RECORD_KEY), None
@@ -321,6 +360,9 @@ def read_image(path: str | os.PathLike, *, dtype: Any = np.float32) -> tuple[np.
                 recorded = (tif.imagej_metadata or {}).get(_AXES_RECORD_KEY)
             else:
                 extra["format"] = "tiff"
+            notes = _annotations(tif)
+            if notes:
+                extra["annotations"] = notes
             restored = _restore_axes(data, series, recorded)
             if restored is not None:
                 data, axes = restored
@@ -352,6 +394,7 @@ def write_image(
     axes: str | None = None,
     overwrite: bool = False,
     ome: bool | None = None,
+    annotations: Mapping[str, str] | None = None,
 ) -> None:
     """Write an image as ImageJ TIFF or OME-TIFF, atomically, with its pixel size.
 
@@ -378,6 +421,11 @@ def write_image(
         overwrite: replace an existing file. Default ``False``.
         ome: write OME-TIFF; default (``None``) from the suffix. ``False`` with
             an ``.ome.tif`` name is refused (the name would lie).
+        annotations: facts about the data for jaxsr to read back, e.g.
+            ``{"jaxsr_camera": "emccd"}`` (``jaxsr simulate-smlm`` records its camera so that
+            ``jaxsr localize`` can use it): keys ``jaxsr_`` plus lower-case letters, digits or
+            ``_``; values one-line strings. Stored as ImageJ description keys or OME map
+            annotations; :func:`read_image` returns them as text in ``extra["annotations"]``.
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is ``False``.
@@ -432,10 +480,11 @@ def write_image(
         raise ValueError(f"argument 'array': cannot write an empty image, got shape {data.shape}")
     pixel = _as_length_nm(pixel_size_nm, "pixel_size_nm")
     z_step = _as_length_nm(z_step_nm, "z_step_nm")
+    notes = _check_annotations(annotations)
 
     options: dict[str, Any] = {"photometric": "minisblack"}
     if ome:
-        metadata: dict[str, Any] = {"axes": letters, "MapAnnotation": {_AXES_RECORD_KEY: letters}}
+        metadata: dict[str, Any] = {"axes": letters, "MapAnnotation": {_AXES_RECORD_KEY: letters, **notes}}
         if pixel is not None:
             for ax in "XY":
                 metadata[f"PhysicalSize{ax}"] = pixel
@@ -445,7 +494,7 @@ def write_image(
             metadata["PhysicalSizeZUnit"] = "nm"
         options.update(ome=True, metadata=metadata)
     else:
-        metadata = {"axes": letters, _AXES_RECORD_KEY: letters}
+        metadata = {"axes": letters, _AXES_RECORD_KEY: letters, **notes}
         if pixel is not None or z_step is not None:
             metadata["unit"] = "um"
         if pixel is not None:

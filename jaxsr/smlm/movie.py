@@ -15,7 +15,7 @@ import numpy as np
 import tifffile
 
 from jaxsr.io.atomic import as_path
-from jaxsr.io.tiff import _imagej_metadata, _ome_metadata
+from jaxsr.io.tiff import _annotations, _imagej_metadata, _ome_metadata
 
 __all__ = ["MovieInfo", "movie_info", "movie_chunks"]
 
@@ -27,11 +27,14 @@ class MovieInfo(NamedTuple):
         n_frames: number of frames ``t``.
         shape: ``(y, x)`` frame size in pixels.
         pixel_size_nm: pixel size from the OME/ImageJ metadata, or None.
+        annotations: the ``jaxsr_*`` facts :func:`jaxsr.io.write_image` stored (e.g. ``jaxsr_camera``,
+            the camera preset ``jaxsr simulate-smlm`` simulated), as text; ``None`` when there are none.
     """
 
     n_frames: int
     shape: tuple[int, int]
     pixel_size_nm: float | None
+    annotations: dict | None = None
 
 
 def _open(path: str | os.PathLike):
@@ -68,7 +71,7 @@ def movie_info(path: str | os.PathLike) -> MovieInfo:
             pixel = _ome_metadata(tif.ome_metadata, {})[0]
         elif tif.is_imagej:
             pixel = _imagej_metadata(tif, tif.pages.first, {})[0]
-        return MovieInfo(int(n), (squeezed[-2], squeezed[-1]), pixel)
+        return MovieInfo(int(n), (squeezed[-2], squeezed[-1]), pixel, _annotations(tif) or None)
 
 
 def movie_chunks(path: str | os.PathLike, *, chunk: int = 256) -> Iterator[tuple[int, np.ndarray]]:

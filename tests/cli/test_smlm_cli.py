@@ -60,6 +60,36 @@ def test_localize_streams_chunks_like_the_library_and_finds_the_truth(movie, cap
     assert (folder / "locs.yaml").exists() and read_localizations(h5).n > 0
 
 
+def test_localize_takes_the_camera_recorded_by_simulate_smlm(movie, tmp_path, capsys, one_line_error):
+    """simulate-smlm records its camera in the movie; localize without --camera uses it (the same table
+    as --camera emccd), --camera overrides it, and an unknown recorded camera is a MOVIE error."""
+    from jaxsr.io import write_image
+
+    folder, out = movie
+    assert movie_info(out).annotations == {"jaxsr_camera": "emccd"}
+    paths = {k: tmp_path / f"{k}.csv" for k in ("recorded", "emccd", "ideal")}
+    assert main(["localize", str(out), "-o", str(paths["recorded"]), "--sigma", "130"]) == 0
+    text = capsys.readouterr().out
+    assert "camera emccd (from the movie's metadata" in text and "camera emccd, method mle" in text
+    assert main(["localize", str(out), "-o", str(paths["emccd"]), "--sigma", "130", "--camera", "emccd"]) == 0
+    assert main(["localize", str(out), "-o", str(paths["ideal"]), "--sigma", "130", "--camera", "ideal"]) == 0
+    assert "from the movie's metadata" not in capsys.readouterr().out
+    recorded, emccd, ideal = (read_localizations(paths[k]) for k in ("recorded", "emccd", "ideal"))
+    assert recorded.n == emccd.n and np.array_equal(recorded.x_nm, emccd.x_nm)
+    truth = read_localizations(folder / "mov_truth.csv")
+    # ADU read as photons: the ideal camera's photon counts are far off the truth, the recorded one's are not
+    match = match_localizations(recorded, truth)
+    assert match.jaccard > 70
+    assert abs(np.median(recorded.photons) / np.median(truth.photons) - 1) < 0.3
+    assert np.median(ideal.photons) > 3 * np.median(truth.photons)
+    frames, _ = read_image(out)
+    odd = tmp_path / "odd.tif"
+    write_image(odd, frames, pixel_size_nm=100.0, axes="TYX", annotations={"jaxsr_camera": "ccd"})
+    assert main(["localize", str(odd), "-o", str(tmp_path / "odd.csv")]) == 2
+    one_line_error("MOVIE")
+    assert not (tmp_path / "odd.csv").exists()
+
+
 def test_render_and_frc(movie, capsys):
     folder, out = movie
     csv_path = folder / "r.csv"

@@ -378,3 +378,35 @@ def test_write_bad_types_and_formats(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_image(tmp_path / "missing" / "a.tif", img)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_annotations_round_trip(tmp_path, rng, fmt):
+    """jaxsr_* annotations come back as text from read_image and movie_info (ImageJ keys / OME map
+    annotations, read here also with tifffile directly), and files without them report none."""
+    from jaxsr.smlm.movie import movie_info
+
+    path = tmp_path / f"a.{fmt}"
+    notes = {"jaxsr_camera": "emccd", "jaxsr_note_2": "12.5 e-/ADU"}
+    write_image(path, _data(rng, (3, 6, 5), np.float32), pixel_size_nm=100.0, axes="TYX", annotations=notes)
+    _, meta = read_image(path)
+    assert meta.extra["annotations"] == notes and meta.axes == "TYX"
+    assert movie_info(path).annotations == notes
+    with tifffile.TiffFile(path) as tif:
+        if fmt == "tif":
+            assert tif.imagej_metadata["jaxsr_camera"] == "emccd"
+        else:
+            assert '<M K="jaxsr_camera">emccd</M>' in tif.ome_metadata
+    plain = tmp_path / f"b.{fmt}"
+    write_image(plain, _data(rng, (6, 5), np.float32))
+    assert "annotations" not in read_image(plain)[1].extra and movie_info(plain).annotations is None
+
+
+@pytest.mark.parametrize("notes", [{"camera": "emccd"}, {"jaxsr_Camera": "x"}, {"jaxsr_axes": "YX"},
+                                   {"jaxsr_a": ""}, {"jaxsr_a": "two\nlines"}, {"jaxsr_a": 3}])
+def test_bad_annotations(tmp_path, notes):
+    with pytest.raises(ValueError, match="annotations"):
+        write_image(tmp_path / "a.tif", np.zeros((4, 4), np.float32), annotations=notes)
+    with pytest.raises(TypeError, match="annotations"):
+        write_image(tmp_path / "a.tif", np.zeros((4, 4), np.float32), annotations=[("jaxsr_a", "b")])
+    assert os.listdir(tmp_path) == []
