@@ -111,6 +111,41 @@ def pixel_size_from(args_value: float | None, meta_value: float | None, flag: st
     raise ValueError(f"{flag}: the image has no pixel size in its metadata; pass {flag} NM")
 
 
+CAMERAS = ("ideal", "emccd", "scmos")   # the presets of jaxsr.forward.camera_preset
+CAMERA_KEY = "jaxsr_camera"             # the annotation jaxsr simulate / simulate-smlm write (jaxsr.io.write_image)
+
+
+def recorded_camera(annotations: dict | None, flag: str) -> str | None:
+    """The camera preset a jaxsr simulation recorded in a file's metadata, or ``None``; an unknown one is an
+    error naming ``flag`` (the input)."""
+    name = (annotations or {}).get(CAMERA_KEY)
+    if name is not None and name not in CAMERAS:
+        raise ValueError(f"{flag}: its metadata records an unknown camera {name!r} (known: {', '.join(CAMERAS)})")
+    return name
+
+
+def recorded_offset(meta, flag: str) -> float | None:
+    """The ADU offset of the camera recorded in an image's metadata (:class:`jaxsr.io.ImageMetadata`), or
+    ``None`` when none is recorded."""
+    from jaxsr.forward import camera_preset
+
+    name = recorded_camera(meta.extra.get("annotations"), flag)
+    return None if name is None else float(camera_preset(name).offset_adu)
+
+
+def offset_or_recorded(value: float | None, meta, flag: str) -> float | None:
+    """``value`` (a flag's) when given, else the offset of the camera recorded in the input's metadata by
+    ``jaxsr simulate`` (said on stdout, naming ``flag``), else ``None``."""
+    if value is not None:
+        return float(value)
+    offset = recorded_offset(meta, "INPUT")
+    if offset is not None:
+        name = meta.extra["annotations"][CAMERA_KEY]
+        print(f"{flag} {offset:g}: the offset of the {name} camera recorded in the input's metadata "
+              f"(pass {flag} to change it)")
+    return offset
+
+
 class Progress:
     """A one-line progress bar on stderr (only when stderr is a terminal), for RL callbacks."""
 

@@ -28,7 +28,17 @@ import argparse
 
 import numpy as np
 
-from jaxsr.cli._common import Progress, check_output, nonnegative_float, pixel_size_from, positive_int, require_input
+from jaxsr.cli._common import (
+    CAMERA_KEY,
+    Progress,
+    check_output,
+    nonnegative_float,
+    offset_or_recorded,
+    pixel_size_from,
+    positive_int,
+    recorded_offset,
+    require_input,
+)
 from jaxsr.cli._psf import add_psf_arguments, build_psf
 from jaxsr.cli.deconvolve import check_upsample, deconvolve_frames, one_line_warnings
 
@@ -43,8 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upsample", type=positive_int, default=3, help="Lanczos upsampling factor (default 3)")
     p.add_argument("--iterations", type=positive_int, default=100,
                    help="accelerated RL iterations (default 100)")
-    p.add_argument("--background", type=nonnegative_float, default=0.0,
-                   help="constant background of the clear image (default 0)")
+    p.add_argument("--background", type=nonnegative_float, default=None,
+                   help="constant background of the clear image (default 0; for a raw INPUT from jaxsr simulate "
+                        "without --denoiser, the camera offset recorded in its metadata)")
     p.add_argument("--batch", type=positive_int, default=8, help="frames per vectorised batch (default 8)")
     p.add_argument("--denoiser", default=None, metavar="3snet|dps|MODEL_DIR",
                    help="denoise the raw INPUT frame(s) first with a trained network: 3snet (shipped) or a "
@@ -81,20 +92,31 @@ def run(args: argparse.Namespace) -> int:
         image = np.asarray(three_s_denoise(on, off))
     else:
         image, meta = read_image(require_input(args.input, "INPUT"))
+    # a raw frame from jaxsr simulate records its camera: its offset is the RL background, or is subtracted
+    # before a denoiser (whose output holds no offset)
+    offset = None if args.on is not None else recorded_offset(meta, "INPUT")
     if image.ndim not in (2, 3):
         raise ValueError(f"INPUT: expected (y, x) or (t, y, x), got shape {image.shape}")
     if args.denoiser != "dps" and args.dps_steps is not None:
         raise ValueError("--dps-steps: only with --denoiser dps")
+    if args.denoiser is not None and offset is not None:
+        name = meta.extra["annotations"][CAMERA_KEY]
+        print(f"offset {offset:g}: the offset of the {name} camera recorded in the input's metadata, subtracted "
+              f"before denoising")
     if args.denoiser == "dps":
-        return _run_dps(args, image, meta)
+        return _run_dps(args, image, meta, offset)
     denoiser = None
+    background = args.background
     if args.denoiser is not None:
         from jaxsr.cli.denoise import check_frames, load_denoiser
         from jaxsr.nn import denoise
 
         model = load_denoiser(args.denoiser, "--denoiser")
         check_frames(image, "INPUT", model)
-        denoiser = lambda frames: denoise(frames, model=model)  # noqa: E731
+        denoiser = lambda frames: denoise(frames, model=model, offset=offset)  # noqa: E731
+    elif offset is not None:
+        background = offset_or_recorded(args.background, meta, "--background")
+    background = 0.0 if background is None else background
     pixel = pixel_size_from(args.pixel_size, meta.pixel_size_nm)
     check_upsample(image.shape, args.upsample)
     fine = pixel / args.upsample
@@ -106,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     def run_one(chunk, tag):
         bar = Progress(args.iterations, tag)
         out = clid(chunk, psf, upsample=args.upsample, num_iter=args.iterations, accelerate=True,
-                   background=args.background, denoiser=denoiser)
+                   background=background, denoiser=denoiser)
         bar(args.iterations)
         bar.close()
         return out
@@ -121,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_dps(args: argparse.Namespace, image: np.ndarray, meta) -> int:
+def _run_dps(args: argparse.Namespace, image: np.ndarray, meta, offset: float | None) -> int:
     """3Snet stage 1, then DPS trained on INPUT itself; writes the canonical-grid result."""
     import dataclasses
 
@@ -144,7 +166,8 @@ def _run_dps(args: argparse.Namespace, image: np.ndarray, meta) -> int:
     bar = TrainProgress(steps, "DPS training", every=every)
     try:
         out, _ = dps_super_resolve(jax.random.key(args.seed), image, pixel_size_nm=pixel, na=args.na,
-                                   wavelength_nm=args.wavelength, denoiser=lambda x: denoise(x, model=model),
+                                   wavelength_nm=args.wavelength,
+                                   denoiser=lambda x: denoise(x, model=model, offset=offset),
                                    train=train, callback=bar)
     finally:
         bar.close()

@@ -7,7 +7,8 @@ PSF TIFF). The PSF is a model with parameters or a measured TIFF, resampled to
 the image grid if its pixel size differs; a PSF TIFF is taken as sampled on the
 image grid when neither file nor flag gives a pixel size (and no --upsample).
 Input values are photon counts
-(subtract the camera offset first, or give it as --background); negative
+(subtract the camera offset first, or give it as --background; an image from
+jaxsr simulate records its camera, whose offset is then the default); negative
 pixels are clipped to zero, integer images are converted to float32. The result
 is written atomically as float32 TIFF with the (upsampled) pixel size; the input
 is never modified.
@@ -27,6 +28,7 @@ from jaxsr.cli._common import (
     Progress,
     check_output,
     nonnegative_float,
+    offset_or_recorded,
     output_axes,
     pixel_size_from,
     positive_int,
@@ -41,8 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="input TIFF/OME-TIFF: (y, x), (t, y, x) frames, or a (z, y, x) stack")
     p.add_argument("-o", "--output", required=True, help="output TIFF path")
     p.add_argument("--iterations", type=positive_int, default=50, help="RL iterations (default 50)")
-    p.add_argument("--background", type=nonnegative_float, default=0.0,
-                   help="constant background per pixel, same units as the image (default 0)")
+    p.add_argument("--background", type=nonnegative_float, default=None,
+                   help="constant background per pixel, same units as the image (default: the camera offset "
+                        "jaxsr simulate recorded in the image's metadata, else 0)")
     p.add_argument("--upsample", type=positive_int, default=1,
                    help="Lanczos upsampling factor before deconvolution, 2D only (default 1)")
     p.add_argument("--accelerate", action="store_true", help="Biggs-Andrews acceleration")
@@ -105,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     require_input(args.input, "INPUT")
     check_output(args, [args.input, args.psf])
     image, meta = read_image(args.input)
+    background = offset_or_recorded(args.background, meta, "--background") or 0.0
     psf_file = read_image(args.psf) if args.psf not in PSF_MODELS and os.path.exists(args.psf) else None
     same_grid = on_image_grid(args, meta, None if psf_file is None else psf_file[1])
     # without any physical scale, a measured PSF is taken as sampled on the image grid (unit pixels)
@@ -128,10 +132,10 @@ def run(args: argparse.Namespace) -> int:
         bar = Progress(args.iterations, tag)
         if args.upsample > 1:
             out = clid(chunk, psf, upsample=args.upsample, num_iter=args.iterations, accelerate=args.accelerate,
-                       background=args.background, boundary=args.boundary)
+                       background=background, boundary=args.boundary)
             bar(args.iterations)
         else:
-            out = richardson_lucy(chunk, psf, num_iter=args.iterations, background=args.background,
+            out = richardson_lucy(chunk, psf, num_iter=args.iterations, background=background,
                                   boundary=args.boundary, accelerate=args.accelerate,
                                   callback=lambda done, info: bar(done), chunk=max(1, args.iterations // 20))
         bar.close()

@@ -28,7 +28,15 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from jaxsr.cli._common import Progress, check_output, nonnegative_float, output_axes, positive_int, require_input
+from jaxsr.cli._common import (
+    Progress,
+    check_output,
+    nonnegative_float,
+    offset_or_recorded,
+    output_axes,
+    positive_int,
+    require_input,
+)
 
 HELP = "denoise a frame or time-lapse with a trained network (3Snet by default) or self-supervised"
 
@@ -99,7 +107,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--self-supervised", action="store_true",
                      help="train a blind-spot (Noise2Void) network on INPUT itself, then apply it")
     p.add_argument("--offset", type=nonnegative_float, default=None,
-                   help="camera offset in ADU subtracted before normalising (default: the model's, 0 for 3Snet)")
+                   help="camera offset in ADU subtracted before normalising (default: the one jaxsr simulate "
+                        "recorded in the image's metadata, else the model's, 0 for 3Snet)")
     p.add_argument("--tile", type=positive_int, default=None,
                    help="tile side in pixels for tiled inference (default: whole frames up to 1024 x 1024)")
     p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
@@ -171,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
             raise FileExistsError(f"--save-model: {args.save_model} already holds a model; pass --overwrite")
     image, meta = read_image(args.input)
     check_frames(image, "INPUT")
+    offset = offset_or_recorded(args.offset, meta, "--offset")
     if args.self_supervised:
         model = _self_supervised_model(args, image)
         if args.save_model is not None:
@@ -193,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
             if 1 < batch < n and k < batch:  # same batch shape as the others: no second compilation
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - k, axis=0)])
             with flag_errors(_FLAGS):
-                out = denoise(chunk, model=model, offset=args.offset, tile=args.tile, overlap=args.overlap,
+                out = denoise(chunk, model=model, offset=offset, tile=args.tile, overlap=args.overlap,
                               tta=args.tta, batch_size=batch)
             result[start:start + k] = np.asarray(out)[:k]
             bar(start + k)
@@ -203,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     axes = output_axes(meta.axes, result.ndim, 2)
     write_image(args.output, result, pixel_size_nm=meta.pixel_size_nm, z_step_nm=meta.z_step_nm, axes=axes,
                 overwrite=args.overwrite)
-    removed = removed_fraction(image, result, model.offset if args.offset is None else args.offset)
+    removed = removed_fraction(image, result, model.offset if offset is None else offset)
     if removed >= 0.5:
         print(f"note: the output holds {100 * (1 - removed):.0f} % of the input's intensity above the offset: "
               f"this model removes background{' (--self-supervised keeps it)' if not args.self_supervised else ''}")

@@ -33,10 +33,17 @@ import argparse
 
 import numpy as np
 
-from jaxsr.cli._common import Progress, nonnegative_float, pixel_size_from, positive_float, positive_int
+from jaxsr.cli._common import (
+    CAMERAS,
+    Progress,
+    nonnegative_float,
+    pixel_size_from,
+    positive_float,
+    positive_int,
+    recorded_camera,
+)
 
 HELP = "localize single molecules in a raw movie (MLE at the Cramér-Rao bound, or the localization network)"
-CAMERAS = ("ideal", "emccd", "scmos")   # the presets of jaxsr.forward.camera_preset
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,13 +83,8 @@ def camera_name(args: argparse.Namespace, info) -> tuple[str, str]:
     annotation (written by jaxsr simulate-smlm), else ideal."""
     if args.camera is not None:
         return args.camera, "--camera"
-    recorded = (info.annotations or {}).get("jaxsr_camera")
-    if recorded is None:
-        return "ideal", "default"
-    if recorded not in CAMERAS:
-        raise ValueError(f"MOVIE: its metadata records an unknown camera {recorded!r}; pass --camera "
-                         f"({', '.join(CAMERAS)})")
-    return recorded, "the movie's metadata"
+    recorded = recorded_camera(info.annotations, "MOVIE")
+    return ("ideal", "default") if recorded is None else (recorded, "the movie's metadata")
 
 
 def camera_from_args(args: argparse.Namespace, name: str | None = None):

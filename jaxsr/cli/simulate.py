@@ -15,7 +15,7 @@ import os
 import jax
 import numpy as np
 
-from jaxsr.cli._common import check_outputs, nonnegative_float, positive_float, positive_int
+from jaxsr.cli._common import CAMERA_KEY, CAMERAS, check_outputs, nonnegative_float, positive_float, positive_int
 
 HELP = "simulate a widefield image with ground truth (TIFF + JSON)"
 
@@ -63,7 +63,10 @@ def write_simulation(sim, paths: dict[str, str], *, overwrite: bool, extra: dict
     """Write a :class:`~jaxsr.simulate.WidefieldSimulation` to ``paths`` (atomic writes)."""
     from jaxsr.io import write_image, write_json
 
-    write_image(paths["image"], sim.image, pixel_size_nm=sim.pixel_size_nm, overwrite=overwrite)
+    # a preset camera goes into the image's metadata, where deconvolve, clid and denoise find its offset
+    cam_name = getattr(sim.camera, "name", None)
+    notes = {CAMERA_KEY: cam_name} if cam_name in CAMERAS else None
+    write_image(paths["image"], sim.image, pixel_size_nm=sim.pixel_size_nm, overwrite=overwrite, annotations=notes)
     write_image(paths["ground_truth"], sim.object, pixel_size_nm=sim.fine_pixel_size_nm, overwrite=overwrite)
     write_image(paths["psf"], sim.psf, pixel_size_nm=sim.fine_pixel_size_nm, overwrite=overwrite)
     cam = sim.camera

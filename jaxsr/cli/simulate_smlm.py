@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from jaxsr.cli._common import nonnegative_float, positive_float, positive_int
+from jaxsr.cli._common import CAMERA_KEY, nonnegative_float, positive_float, positive_int
 
 HELP = "simulate an SMLM movie with ground truth (TIFF + CSV)"
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                         background=args.background, p_on=args.p_on, p_off=args.p_off, camera=camera)
     # the camera goes into the movie's metadata, where jaxsr localize finds it
     write_image(args.output, np.asarray(mov.frames), pixel_size_nm=args.pixel_size, axes="TYX",
-                overwrite=args.overwrite, annotations={"jaxsr_camera": args.camera})
+                overwrite=args.overwrite, annotations={CAMERA_KEY: args.camera})
     t = mov.truth
     n = len(t["frame"])
     nan = np.full(n, np.nan, np.float32)

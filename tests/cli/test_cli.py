@@ -38,6 +38,36 @@ def test_no_command_prints_help(capsys):
 
 
 
+def test_simulated_camera_offset_is_the_default(tmp_path, capsys, one_line_error):
+    """jaxsr simulate records its camera (sCMOS: offset 100 ADU); deconvolve, clid and denoise take that offset
+    as their default background / offset (saying so), exactly as if it were given, and a flag overrides it."""
+    img = tmp_path / "sim.tif"
+    assert main(["simulate", str(img), "--size", "40", "--structure", "filaments", "--seed", "4"]) == 0
+    assert read_image(img)[1].extra["annotations"] == {"jaxsr_camera": "scmos"}
+    capsys.readouterr()
+
+    def run(name, *args):
+        out = tmp_path / f"{name}.tif"
+        assert main([*args, "-o", str(out)]) == 0
+        return read_image(out)[0], capsys.readouterr().out
+
+    for cmd, flag, extra in (("deconvolve", "--background", ["--iterations", "5"]),
+                             ("clid", "--background", ["--iterations", "5", "--upsample", "2"]),
+                             ("denoise", "--offset", [])):
+        default, said = run(f"{cmd}_default", cmd, str(img), *extra)
+        assert f"{flag} 100: the offset of the scmos camera recorded" in said
+        given, said = run(f"{cmd}_100", cmd, str(img), *extra, flag, "100")
+        assert "recorded" not in said
+        zero, _ = run(f"{cmd}_0", cmd, str(img), *extra, flag, "0")
+        np.testing.assert_array_equal(default, given)
+        assert not np.allclose(default, zero)
+    odd = tmp_path / "odd.tif"
+    write_image(odd, read_image(img)[0], pixel_size_nm=65.0, annotations={"jaxsr_camera": "ccd"})
+    assert main(["deconvolve", str(odd), "-o", str(tmp_path / "odd_out.tif")]) == 2
+    one_line_error("INPUT")
+    assert not (tmp_path / "odd_out.tif").exists()
+
+
 def test_simulate_writes_and_refuses_overwrite(tmp_path, capsys, one_line_error):
     out = tmp_path / "sim.tif"
     args = ["simulate", str(out), "--size", "32", "--structure", "beads", "--camera", "ideal",
