@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite)
     raw_up = np.asarray(lanczos_upsample(exp.inputs["Raw"], exp.upsample))
     write_png_panel(paths["demo.png"], [raw_up, clear_up, exp.clid["3S clear"], exp.ground_truth],
-                    titles=["raw frame", "3S clear", "3S-CLID", "ground truth"], overwrite=args.overwrite)
+                    titles=["raw frame", "3S clear", "3S-CLID", "ground truth"], pixel_size_nm=fine,
+                    overwrite=args.overwrite)
     metrics = {
         "settings": {"size": args.size, "iterations": args.iterations, "seed": args.seed, "na": 1.49,
                      "wavelength_nm": 488.0, "pixel_size_nm": exp.pixel_size_nm, "upsample": exp.upsample},

@@ -19,8 +19,9 @@ network's predicted standard deviations in the CRLB columns.
 
 The camera is a preset (--camera) whose fields --gain, --offset, --em-gain,
 --qe, --read-noise override. Without --camera, the preset recorded in the
-movie's metadata by jaxsr simulate-smlm is used, else ideal (photon counts). The PSF width is fixed with --sigma NM, or fitted
-per spot (default), detection then using 0.21 wavelength / NA.
+movie's metadata by jaxsr simulate-smlm is used, else ideal (photon counts).
+The PSF width is fixed with --sigma NM, or fitted per spot (default),
+detection then using 0.21 wavelength / NA.
 
 The output is ThunderSTORM CSV (.csv, frames from 1, nm) or Picasso HDF5
 (.hdf5 + .yaml, camera pixels), chosen by the extension. A movie without

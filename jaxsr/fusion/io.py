@@ -586,7 +586,7 @@ def render_fusion_png(
     pore when the fusion put its symmetry axis on z). Each view is a histogram
     (:func:`jaxsr.fusion.render_points_nd`) smoothed by a Gaussian of 1 pixel, on a
     square field centred at the origin whose half-width is the 99.5th percentile of
-    the absolute coordinates plus 10 nm.
+    the absolute coordinates plus 10 nm; every view has a scale bar.
 
     Args:
         path: output ``.png`` file.
@@ -627,4 +627,5 @@ def render_fusion_png(
             _smoothed(bottom[:, :2], px, extent),
         ]
         titles = ["xy", "xz (z up)", f"z > 0 ({len(top)})", f"z < 0 ({len(bottom)})"]
-    write_png_panel(path, images, titles=titles, size=max(160, min(512, n_bins)), overwrite=overwrite)
+    write_png_panel(path, images, titles=titles, size=max(160, min(512, n_bins)), pixel_size_nm=px,
+                    overwrite=overwrite)

@@ -24,6 +24,25 @@ def _to_uint8(image: np.ndarray, low: float, high: float) -> np.ndarray:
     return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def _scale_bar(arrays: list[np.ndarray], pixel_size_nm: Any, scale_bar_nm: Any) -> float | None:
+    """The scale bar's length in nm (``None``: no bar), with one-line errors."""
+    if pixel_size_nm is None:
+        if scale_bar_nm is not None:
+            raise ValueError("argument 'scale_bar_nm': needs pixel_size_nm (the images' pixel size in nm)")
+        return None
+    pixel = float(pixel_size_nm)
+    if not (np.isfinite(pixel) and pixel > 0):
+        raise ValueError(f"argument 'pixel_size_nm': expected a positive pixel size in nm, got {pixel_size_nm}")
+    if scale_bar_nm is not None:
+        bar = float(scale_bar_nm)
+        if not (np.isfinite(bar) and bar > 0):
+            raise ValueError(f"argument 'scale_bar_nm': expected a positive length in nm, got {scale_bar_nm}")
+        return bar
+    target = min(a.shape[1] for a in arrays) * pixel / 5.0
+    decade = 10.0 ** np.floor(np.log10(target))
+    return float(min((m * decade for m in (1, 2, 5, 10)), key=lambda v: abs(np.log(v / target))))
+
+
 def write_png_panel(
     path: str | os.PathLike,
     images: Sequence[Any],
@@ -31,12 +50,16 @@ def write_png_panel(
     titles: Sequence[str] | None = None,
     size: int = 320,
     percentiles: tuple[float, float] = (0.5, 99.8),
+    pixel_size_nm: float | None = None,
+    scale_bar_nm: float | None = None,
     overwrite: bool = False,
 ) -> None:
     """Write 2D images side by side as one grey-scale PNG with a title above each.
 
     Each image is contrast-stretched between its own ``percentiles`` and resized
-    (nearest neighbour, so pixels stay visible) to ``size`` pixels high.
+    (nearest neighbour, so pixels stay visible) to ``size`` pixels high. With
+    ``pixel_size_nm`` (the images' common pixel, nm) every panel gets a scale bar in
+    its lower left corner, white with a black rim and labelled in nm (the default font has no micro sign).
 
     Args:
         path: output ``.png`` file; its folder must exist.
@@ -44,11 +67,15 @@ def write_png_panel(
         titles: one label per image (optional).
         size: panel height in pixels.
         percentiles: display range ``(low, high)`` in percent of each image.
+        pixel_size_nm: pixel size of the images in nm; ``None`` (default): no scale bar.
+        scale_bar_nm: the bar's length in nm; default a round length (1, 2 or 5 times a power
+            of ten) near a fifth of the narrowest image's width.
         overwrite: replace an existing file.
 
     Raises:
         ValueError: no images, an image that is not 2D or not finite, a title count mismatch,
-            a name not ending in ``.png``.
+            a name not ending in ``.png``, a non-positive ``pixel_size_nm`` or ``scale_bar_nm``,
+            ``scale_bar_nm`` without ``pixel_size_nm``.
         FileExistsError: ``path`` exists and ``overwrite`` is False.
 
     >>> import os, tempfile, numpy as np
@@ -74,6 +101,7 @@ def write_png_panel(
         raise ValueError(f"argument 'titles': {len(titles)} titles for {len(arrays)} images")
     if int(size) < 16:
         raise ValueError(f"argument 'size': expected at least 16 pixels, got {size}")
+    bar_nm = _scale_bar(arrays, pixel_size_nm, scale_bar_nm)
     font = ImageFont.load_default(size=max(10, size // 20))
     header = max(14, size // 12) if titles else 0
     tiles = []
@@ -88,6 +116,15 @@ def write_png_panel(
         canvas.paste(tile, (x, header + gap))
         if titles:
             draw.text((x, gap // 2), str(titles[i]), fill=0, font=font)
+        if bar_nm is not None:
+            zoom = size / arrays[i].shape[0]                     # panel pixels per image pixel
+            length = max(1, round(bar_nm / float(pixel_size_nm) * zoom))
+            thick = max(2, size // 80)
+            x0, y1 = x + max(4, size // 32), header + gap + size - max(4, size // 32)
+            draw.rectangle((x0 - 1, y1 - thick - 1, x0 + length, y1), fill=0)          # rim
+            draw.rectangle((x0, y1 - thick, x0 + length - 1, y1 - 1), fill=255)
+            draw.text((x0, y1 - thick - 2), f"{bar_nm:g} nm", fill=255, font=font, anchor="lb",
+                      stroke_width=1, stroke_fill=0)
         x += tile.width + gap
     with atomic_path(target, overwrite=overwrite) as tmp:
         canvas.save(tmp, format="PNG")
