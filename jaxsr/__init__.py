@@ -32,6 +32,7 @@ from jaxsr.deconv import (
     bicubic_upsample,
     clid,
     clid_psf,
+    estimate_background,
     fourier_upsample,
     lanczos_upsample,
     resample_psf,
@@ -175,6 +176,7 @@ __all__ = [
     "RSFPSeries",
     # deconv
     "richardson_lucy",
+    "estimate_background",
     "RLHistory",
     "RelativeChangeStop",
     "LikelihoodPlateauStop",

@@ -28,6 +28,30 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+def background_value(text: str) -> float | str:
+    """argparse type: ``auto`` or a finite float >= 0 (a background level)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return nonnegative_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number or 'auto', got {text!r}") from None
+
+
+def auto_background(frames, spatial: int, flag: str = "--background") -> float:
+    """One background for every frame of ``frames (n, *spatial)``: the median over frames of
+    :func:`jaxsr.deconv.estimate_background` (said on stdout)."""
+    import numpy as np
+
+    from jaxsr.deconv import estimate_background
+
+    per_frame = np.asarray(estimate_background(frames, spatial=spatial), np.float64).ravel()
+    value = max(0.0, float(np.median(per_frame)))
+    print(f"{flag} auto: {value:.6g} (5th percentile of the input smoothed by a 2-pixel Gaussian"
+          f"{', median over its frames' if per_frame.size > 1 else ''})")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an int >= 1."""
     try:

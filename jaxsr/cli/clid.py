@@ -6,7 +6,9 @@ ON/OFF acquisition, AVG(ON) - AVG(OFF), from --on ON.tif --off OFF.tif. The
 PSF is sampled on the fine (upsampled) grid: the pixel-integrated Airy pattern
 by default, or `clid-bessel` (the authors' released PSF), or a measured TIFF
 resampled to the fine grid. The output is in photons per fine pixel, written as
-float32 TIFF with the fine pixel size.
+float32 TIFF with the fine pixel size. RL's constant background is --background
+(a number, or auto: estimated from the clear image; default 0, or the camera
+offset that jaxsr simulate recorded in a raw INPUT).
 
 Single-frame super-resolution (3Snet-CLID): with --denoiser, INPUT is a raw,
 noisy frame (or time-lapse of frames, each on its own) that a trained network
@@ -31,8 +33,9 @@ import numpy as np
 from jaxsr.cli._common import (
     CAMERA_KEY,
     Progress,
+    auto_background,
+    background_value,
     check_output,
-    nonnegative_float,
     offset_or_recorded,
     pixel_size_from,
     positive_int,
@@ -53,9 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upsample", type=positive_int, default=3, help="Lanczos upsampling factor (default 3)")
     p.add_argument("--iterations", type=positive_int, default=100,
                    help="accelerated RL iterations (default 100)")
-    p.add_argument("--background", type=nonnegative_float, default=None,
-                   help="constant background of the clear image (default 0; for a raw INPUT from jaxsr simulate "
-                        "without --denoiser, the camera offset recorded in its metadata)")
+    p.add_argument("--background", type=background_value, default=None,
+                   help="constant background of the clear image, or auto (a low percentile of the smoothed "
+                        "image; not with --denoiser) (default 0; for a raw INPUT from jaxsr simulate without "
+                        "--denoiser, the camera offset recorded in its metadata)")
     p.add_argument("--batch", type=positive_int, default=8, help="frames per vectorised batch (default 8)")
     p.add_argument("--denoiser", default=None, metavar="3snet|dps|MODEL_DIR",
                    help="denoise the raw INPUT frame(s) first with a trained network: 3snet (shipped) or a "
@@ -99,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"INPUT: expected (y, x) or (t, y, x), got shape {image.shape}")
     if args.denoiser != "dps" and args.dps_steps is not None:
         raise ValueError("--dps-steps: only with --denoiser dps")
+    if args.background == "auto" and args.denoiser is not None:
+        raise ValueError("--background: auto estimates the background of a clear image; with --denoiser the "
+                         "network removes it (give a number, the background left after denoising)")
     if args.denoiser is not None and offset is not None:
         name = meta.extra["annotations"][CAMERA_KEY]
         print(f"offset {offset:g}: the offset of the {name} camera recorded in the input's metadata, subtracted "
@@ -114,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         model = load_denoiser(args.denoiser, "--denoiser")
         check_frames(image, "INPUT", model)
         denoiser = lambda frames: denoise(frames, model=model, offset=offset)  # noqa: E731
+    elif background == "auto":
+        background = auto_background(image.reshape((-1,) + image.shape[-2:]), 2)
     elif offset is not None:
         background = offset_or_recorded(args.background, meta, "--background")
     background = 0.0 if background is None else background

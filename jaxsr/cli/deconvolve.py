@@ -8,7 +8,8 @@ the image grid if its pixel size differs; a PSF TIFF is taken as sampled on the
 image grid when neither file nor flag gives a pixel size (and no --upsample).
 Input values are photon counts
 (subtract the camera offset first, or give it as --background; an image from
-jaxsr simulate records its camera, whose offset is then the default); negative
+jaxsr simulate records its camera, whose offset is then the default;
+--background auto estimates offset and background floor together); negative
 pixels are clipped to zero, integer images are converted to float32. The result
 is written atomically as float32 TIFF with the (upsampled) pixel size; the input
 is never modified.
@@ -26,8 +27,9 @@ import numpy as np
 
 from jaxsr.cli._common import (
     Progress,
+    auto_background,
+    background_value,
     check_output,
-    nonnegative_float,
     offset_or_recorded,
     output_axes,
     pixel_size_from,
@@ -43,8 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="input TIFF/OME-TIFF: (y, x), (t, y, x) frames, or a (z, y, x) stack")
     p.add_argument("-o", "--output", required=True, help="output TIFF path")
     p.add_argument("--iterations", type=positive_int, default=50, help="RL iterations (default 50)")
-    p.add_argument("--background", type=nonnegative_float, default=None,
-                   help="constant background per pixel, same units as the image (default: the camera offset "
+    p.add_argument("--background", type=background_value, default=None,
+                   help="constant background per pixel, same units as the image, or auto (a low percentile of "
+                        "the smoothed image; jaxsr.deconv.estimate_background) (default: the camera offset "
                         "jaxsr simulate recorded in the image's metadata, else 0)")
     p.add_argument("--upsample", type=positive_int, default=1,
                    help="Lanczos upsampling factor before deconvolution, 2D only (default 1)")
@@ -108,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     require_input(args.input, "INPUT")
     check_output(args, [args.input, args.psf])
     image, meta = read_image(args.input)
-    background = offset_or_recorded(args.background, meta, "--background") or 0.0
+    auto = args.background == "auto"
+    background = 0.0 if auto else offset_or_recorded(args.background, meta, "--background") or 0.0
     psf_file = read_image(args.psf) if args.psf not in PSF_MODELS and os.path.exists(args.psf) else None
     same_grid = on_image_grid(args, meta, None if psf_file is None else psf_file[1])
     # without any physical scale, a measured PSF is taken as sampled on the image grid (unit pixels)
@@ -127,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     spatial = psf.ndim
     lead = image.shape[:-spatial]
     frames = image.reshape((-1,) + image.shape[-spatial:])
+    if auto:
+        background = auto_background(frames, spatial)
 
     def run_one(chunk, tag):
         bar = Progress(args.iterations, tag)

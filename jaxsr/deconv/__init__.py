@@ -9,6 +9,7 @@ Xue et al., Nat Commun 2026) and the sparse-deconvolution baseline
 Axis order ``(..., y, x)`` / ``(..., z, y, x)``; PSF centre at index ``n // 2``.
 """
 
+from jaxsr.deconv.background import estimate_background
 from jaxsr.deconv.clid import CLID_PSF_MODELS, clid, clid_psf
 from jaxsr.deconv.psf_resample import resample_psf
 from jaxsr.deconv.richardson_lucy import (
@@ -24,6 +25,7 @@ from jaxsr.deconv.upsample import bicubic_upsample, fourier_upsample, lanczos_up
 
 __all__ = [
     "richardson_lucy",
+    "estimate_background",
     "RLHistory",
     "RelativeChangeStop",
     "LikelihoodPlateauStop",

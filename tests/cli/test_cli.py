@@ -68,6 +68,35 @@ def test_simulated_camera_offset_is_the_default(tmp_path, capsys, one_line_error
     assert not (tmp_path / "odd_out.tif").exists()
 
 
+def test_background_auto(tmp_path, capsys, one_line_error):
+    """--background auto: the median over frames of estimate_background, said on stdout and used by RL (the
+    same output as that value given by hand); refused with clid's --denoiser and for a non-number."""
+    from jaxsr.deconv import estimate_background
+
+    img = tmp_path / "sim.tif"
+    assert main(["simulate", str(img), "--size", "40", "--structure", "filaments", "--seed", "4"]) == 0
+    frames = np.stack([read_image(img)[0], 1.1 * read_image(img)[0], 0.9 * read_image(img)[0]])
+    stack = tmp_path / "stack.tif"
+    write_image(stack, frames, pixel_size_nm=65.0, axes="TYX")
+    want = float(np.median(np.asarray(estimate_background(frames))))
+    capsys.readouterr()
+    for cmd in ("deconvolve", "clid"):
+        out = tmp_path / f"{cmd}_auto.tif"
+        assert main([cmd, str(stack), "-o", str(out), "--iterations", "5", "--background", "auto"]) == 0
+        said = capsys.readouterr().out
+        value = float(said.split("--background auto: ")[1].split()[0])
+        assert value == pytest.approx(want, rel=1e-5) and "median over its frames" in said
+        ref = tmp_path / f"{cmd}_ref.tif"
+        assert main([cmd, str(stack), "-o", str(ref), "--iterations", "5", "--background", repr(want)]) == 0
+        np.testing.assert_allclose(read_image(out)[0], read_image(ref)[0], rtol=1e-3, atol=1e-3)
+    assert main(["clid", str(img), "-o", str(tmp_path / "x.tif"), "--background", "auto", "--denoiser", "3snet"]) == 2
+    one_line_error("--background")
+    with pytest.raises(SystemExit):
+        main(["deconvolve", str(img), "-o", str(tmp_path / "y.tif"), "--background", "floor"])
+    assert "non-negative number or 'auto'" in capsys.readouterr().err
+    assert not (tmp_path / "x.tif").exists() and not (tmp_path / "y.tif").exists()
+
+
 def test_simulate_writes_and_refuses_overwrite(tmp_path, capsys, one_line_error):
     out = tmp_path / "sim.tif"
     args = ["simulate", str(out), "--size", "32", "--structure", "beads", "--camera", "ideal",
