@@ -157,6 +157,12 @@ def recorded_offset(meta, flag: str) -> float | None:
     return None if name is None else float(camera_preset(name).offset_adu)
 
 
+def say_recorded_offset(meta, offset: float, label: str, use: str) -> None:
+    """Say on stdout that ``offset`` is the recorded camera's, ``label`` first and ``use`` after it."""
+    name = meta.extra["annotations"][CAMERA_KEY]
+    print(f"{label} {offset:g}: the offset of the {name} camera recorded in the input's metadata{use}")
+
+
 def offset_or_recorded(value: float | None, meta, flag: str) -> float | None:
     """``value`` (a flag's) when given, else the offset of the camera recorded in the input's metadata by
     ``jaxsr simulate`` (said on stdout, naming ``flag``), else ``None``."""
@@ -164,9 +170,7 @@ def offset_or_recorded(value: float | None, meta, flag: str) -> float | None:
         return float(value)
     offset = recorded_offset(meta, "INPUT")
     if offset is not None:
-        name = meta.extra["annotations"][CAMERA_KEY]
-        print(f"{flag} {offset:g}: the offset of the {name} camera recorded in the input's metadata "
-              f"(pass {flag} to change it)")
+        say_recorded_offset(meta, offset, flag, f" (pass {flag} to change it)")
     return offset
 
 

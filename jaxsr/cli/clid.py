@@ -31,7 +31,6 @@ import argparse
 import numpy as np
 
 from jaxsr.cli._common import (
-    CAMERA_KEY,
     Progress,
     auto_background,
     background_value,
@@ -41,6 +40,7 @@ from jaxsr.cli._common import (
     positive_int,
     recorded_offset,
     require_input,
+    say_recorded_offset,
 )
 from jaxsr.cli._psf import add_psf_arguments, build_psf
 from jaxsr.cli.deconvolve import check_upsample, deconvolve_frames, one_line_warnings
@@ -107,9 +107,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--background: auto estimates the background of a clear image; with --denoiser the "
                          "network removes it (give a number, the background left after denoising)")
     if args.denoiser is not None and offset is not None:
-        name = meta.extra["annotations"][CAMERA_KEY]
-        print(f"offset {offset:g}: the offset of the {name} camera recorded in the input's metadata, subtracted "
-              f"before denoising")
+        say_recorded_offset(meta, offset, "offset", ", subtracted before denoising")
     if args.denoiser == "dps":
         return _run_dps(args, image, meta, offset)
     denoiser = None

@@ -79,24 +79,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
-def camera_name(args: argparse.Namespace, info) -> tuple[str, str]:
-    """The preset to use and where it came from: --camera, else the movie's ``jaxsr_camera``
-    annotation (written by jaxsr simulate-smlm), else ideal."""
-    if args.camera is not None:
-        return args.camera, "--camera"
-    recorded = recorded_camera(info.annotations, "MOVIE")
-    return ("ideal", "default") if recorded is None else (recorded, "the movie's metadata")
+def camera_name(args: argparse.Namespace, info) -> tuple[str, bool]:
+    """The preset to use: --camera, else the movie's ``jaxsr_camera`` annotation (written by jaxsr
+    simulate-smlm), else ideal; and whether it came from the annotation."""
+    recorded = None if args.camera is not None else recorded_camera(info.annotations, "MOVIE")
+    return (recorded, True) if recorded is not None else (args.camera or "ideal", False)
 
 
-def camera_from_args(args: argparse.Namespace, name: str | None = None):
-    """The preset (``name``, default --camera) with any overriding flags (validated by CameraModel:
-    one-line errors)."""
+def camera_from_args(args: argparse.Namespace, name: str):
+    """The preset ``name`` with any overriding flags (validated by CameraModel: one-line errors)."""
     from jaxsr.forward import camera_preset
 
     changes = {k: v for k, v in (("gain_e_per_adu", args.gain), ("offset_adu", args.offset),
                                  ("em_gain", args.em_gain), ("qe", args.qe),
                                  ("read_noise_e", args.read_noise)) if v is not None}
-    cam = camera_preset(name or args.camera or "ideal")
+    cam = camera_preset(name)
     if changes:
         try:
             cam = cam.replace(**changes)
@@ -150,11 +147,11 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")
         info = movie_info(args.movie)
     pixel = pixel_size_from(args.pixel_size, info.pixel_size_nm)
-    name, source = camera_name(args, info)
+    name, recorded = camera_name(args, info)
     camera = camera_from_args(args, name)
     cam = None if name == "ideal" and not any(
         v is not None for v in (args.gain, args.offset, args.em_gain, args.qe, args.read_noise)) else camera
-    if source == "the movie's metadata":
+    if recorded:
         print(f"camera {name} (from the movie's metadata; --camera overrides it)")
     astig = None
     if args.astigmatism is not None:

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="peak signal photons per camera pixel above background (default 200)")
     p.add_argument("--background", type=nonnegative_float, default=20.0,
                    help="background photons per camera pixel (default 20)")
-    p.add_argument("--camera", choices=["ideal", "scmos", "emccd"], default="scmos", help="camera preset (default scmos)")
+    p.add_argument("--camera", choices=CAMERAS, default="scmos", help="camera preset (default scmos)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
 

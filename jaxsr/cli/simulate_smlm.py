@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from jaxsr.cli._common import CAMERA_KEY, nonnegative_float, positive_float, positive_int
+from jaxsr.cli._common import CAMERA_KEY, CAMERAS, check_outputs, nonnegative_float, positive_float, positive_int
 
 HELP = "simulate an SMLM movie with ground truth (TIFF + CSV)"
 
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--background", type=nonnegative_float, default=20.0, help="photons per pixel (default 20)")
     p.add_argument("--p-on", type=positive_float, default=0.02, help="off->on probability per frame (default 0.02)")
     p.add_argument("--p-off", type=positive_float, default=0.5, help="on->off probability per frame (default 0.5)")
-    p.add_argument("--camera", choices=["ideal", "emccd", "scmos"], default="emccd", help="camera (default emccd)")
+    p.add_argument("--camera", choices=CAMERAS, default="emccd", help="camera (default emccd)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
@@ -60,9 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"OUTPUT: folder does not exist: {folder}")
     stem = base.rsplit(".", 1)[0]
     truth_path = os.path.join(os.path.dirname(args.output), f"{stem}_truth.csv")
-    for path in (args.output, truth_path):
-        if os.path.exists(path) and not args.overwrite:
-            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    check_outputs({"movie": args.output, "truth": truth_path}, overwrite=args.overwrite)
     for flag, v in (("--p-on", args.p_on), ("--p-off", args.p_off)):
         if v > 1:
             raise ValueError(f"{flag}: expected a probability in (0, 1], got {v}")

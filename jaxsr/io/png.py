@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxsr._validate import positive_float
 from jaxsr.io.atomic import as_path, atomic_path
 
 __all__ = ["write_png_panel"]
@@ -30,14 +31,9 @@ def _scale_bar(arrays: list[np.ndarray], pixel_size_nm: Any, scale_bar_nm: Any) 
         if scale_bar_nm is not None:
             raise ValueError("argument 'scale_bar_nm': needs pixel_size_nm (the images' pixel size in nm)")
         return None
-    pixel = float(pixel_size_nm)
-    if not (np.isfinite(pixel) and pixel > 0):
-        raise ValueError(f"argument 'pixel_size_nm': expected a positive pixel size in nm, got {pixel_size_nm}")
+    pixel = positive_float(pixel_size_nm, "pixel_size_nm")
     if scale_bar_nm is not None:
-        bar = float(scale_bar_nm)
-        if not (np.isfinite(bar) and bar > 0):
-            raise ValueError(f"argument 'scale_bar_nm': expected a positive length in nm, got {scale_bar_nm}")
-        return bar
+        return positive_float(scale_bar_nm, "scale_bar_nm")
     target = min(a.shape[1] for a in arrays) * pixel / 5.0
     decade = 10.0 ** np.floor(np.log10(target))
     return float(min((m * decade for m in (1, 2, 5, 10)), key=lambda v: abs(np.log(v / target))))
