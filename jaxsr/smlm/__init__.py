@@ -8,6 +8,7 @@ Used qualified (``jaxsr.smlm.localize``), like :mod:`jaxsr.nn`.
 - :mod:`jaxsr.smlm.localize`: the pipeline from raw frames to a localization table.
 - :mod:`jaxsr.smlm.io`: ThunderSTORM CSV and Picasso HDF5 (+ YAML) tables.
 - :mod:`jaxsr.smlm.render`: histogram and Gaussian rendering, FRC of two halves.
+- :mod:`jaxsr.smlm.drift`: lateral drift correction by redundant cross-correlation (RCC).
 - :mod:`jaxsr.smlm.evaluate`: SMLM Challenge matching and scores (Jaccard, RMSE, efficiency).
 - :mod:`jaxsr.smlm.net`: a DECODE-style localization network (Flax), trained on the simulator.
 - :mod:`jaxsr.smlm.generative`: a physics-informed generative model learned from unlabeled frames,
@@ -15,6 +16,7 @@ Used qualified (``jaxsr.smlm.localize``), like :mod:`jaxsr.nn`.
 """
 
 from jaxsr.smlm.detect import Candidates, detect_spots, extract_rois
+from jaxsr.smlm.drift import DriftResult, correct_drift, estimate_drift, pair_shift
 from jaxsr.smlm.evaluate import ASSIGNMENTS, MatchResult, efficiency, match_localizations, precision_recall_curve
 from jaxsr.smlm.generative import (
     GenerativeModel,
@@ -68,6 +70,7 @@ from jaxsr.smlm.simulate import (
 
 __all__ = [
     "Candidates", "detect_spots", "extract_rois",
+    "DriftResult", "correct_drift", "estimate_drift", "pair_shift",
     "ASSIGNMENTS", "MatchResult", "efficiency", "match_localizations", "precision_recall_curve",
     "SPOT_PARAMETERS", "SpotFit", "fit_spots", "gaussian_spot", "spot_crlb", "spot_fisher",
     "LOCALIZATION_COLUMNS", "Localizations", "camera_counts", "localize",
