@@ -26,6 +26,7 @@ from jaxsr.cli import (
     simulate_particles,
     simulate_smlm,
     train_denoiser,
+    undrift,
 )
 
 SUBCOMMANDS = {
@@ -40,6 +41,7 @@ SUBCOMMANDS = {
     "simulate-smlm": simulate_smlm,
     "localize": localize,
     "render": render,
+    "undrift": undrift,
     "simulate-particles": simulate_particles,
     "fuse": fuse,
 }

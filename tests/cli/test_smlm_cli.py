@@ -187,3 +187,50 @@ def test_localize_3d_astigmatic_round_trip(tmp_path, capsys):
     assert np.median(locs.crlb_z_nm) < 40
     assert main(["localize", str(out), "-o", str(tmp_path / "x.csv"), "--astigmatism", "130", "130", "200",
                  "400", "--sigma", "130"]) == 2
+
+
+def test_undrift_recovers_the_drift_and_writes_both_files(tmp_path, capsys, one_line_error):
+    """jaxsr undrift on a ThunderSTORM table of a drifting static structure: the written drift equals
+    the library's and the truth to ~1 nm; the corrected table differs from the input by it; nothing is
+    replaced without --overwrite, and never the input."""
+    import csv
+
+    from jaxsr.smlm import write_thunderstorm_csv
+    from jaxsr.smlm.drift import estimate_drift
+
+    rng = np.random.default_rng(7)
+    sites = rng.uniform(500, 4500, (250, 2))
+    frame = np.repeat(np.arange(3000), 10)
+    f = np.arange(3000.0)
+    true = np.stack([60.0 * np.sin(f / 1000.0), 0.03 * f], 1)
+    xy = sites[rng.integers(0, 250, frame.size)] + true[frame] + rng.normal(0, 8, (frame.size, 2))
+    table = tmp_path / "locs.csv"
+    write_thunderstorm_csv(table, {"frame": frame, "x_nm": xy[:, 0], "y_nm": xy[:, 1],
+                                   "crlb_x_nm": np.full(frame.size, 8.0), "crlb_y_nm": np.full(frame.size, 8.0)})
+    before = hashlib.sha256(table.read_bytes()).hexdigest()
+    out = tmp_path / "fixed.csv"
+    assert main(["undrift", str(table), "-o", str(out), "--segment", "300"]) == 0
+    text = capsys.readouterr().out
+    assert "10 segments of 300 frames" in text and "fixed.drift.csv" in text
+    assert hashlib.sha256(table.read_bytes()).hexdigest() == before
+    with open(tmp_path / "fixed.drift.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    drift = np.array([[float(r["drift_x_nm"]), float(r["drift_y_nm"])] for r in rows])
+    assert [int(r["frame"]) for r in rows] == list(range(3000))
+    lib = estimate_drift(read_localizations(table), segment_frames=300).drift_nm
+    np.testing.assert_allclose(drift, lib, atol=2e-3)                 # 3 decimals in the file
+    assert np.sqrt(np.mean((drift - true) ** 2)) < 1.5
+    src, fixed = read_localizations(table), read_localizations(out)
+    assert fixed.n == src.n
+    np.testing.assert_allclose(fixed.x_nm, src.x_nm - lib[src.frame, 0], atol=1e-2)
+    np.testing.assert_allclose(fixed.y_nm, src.y_nm - lib[src.frame, 1], atol=1e-2)
+    np.testing.assert_array_equal(fixed.crlb_x_nm, src.crlb_x_nm)
+    assert main(["undrift", str(table), "-o", str(out), "--segment", "300"]) == 2      # exists
+    one_line_error("--overwrite")
+    assert main(["undrift", str(table), "-o", str(table)]) == 2
+    one_line_error("input")
+    assert main(["undrift", str(table), "-o", str(tmp_path / "one.csv"), "--segment", "5000"]) == 2
+    one_line_error("--segment")
+    assert not (tmp_path / "one.csv").exists()
+    assert main(["undrift", str(table), "-o", str(tmp_path / "x.hdf5")]) == 2
+    one_line_error("--output")
