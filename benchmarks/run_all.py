@@ -254,6 +254,18 @@ def x_localize(d: dict) -> dict:
                 f"fit_spots, {fmt(get(d, 'data.n_rois'), 'g')} ROIs {shape_txt(get(d, 'data.roi_shape'))}", heads)
 
 
+def x_drift(d: dict) -> dict:
+    m = get(d, "methods", {})
+    heads = [f"r.m.s. drift error {fmt(get(m, 'jaxsr.rms_nm'), '.2f', ' nm')} "
+             f"(40 nm pixels: {fmt(get(m, 'jaxsr_40nm.rms_nm'), '.2f', ' nm')})"]
+    heads.append(f"Picasso {fmt(get(m, 'picasso.rms_nm'), '.2f', ' nm')} in "
+                 f"{fmt(get(m, 'picasso.seconds_median'), '.2f', ' s')}" if get(m, "picasso.rms_nm") is not None
+                 else f"Picasso: {get(m, 'picasso.skipped', 'n/a')}")
+    return _out(get(m, "jaxsr.compile_s"), get(m, "jaxsr.seconds_median"),
+                f"estimate_drift, {fmt(get(d, 'localizations'), ',.0f')} localizations, "
+                f"{fmt(get(d, 'frames'), 'g')} frames", heads)
+
+
 def x_smlm(d: dict) -> dict:
     pipe = get(d, "pipeline", {})
     dense = max(pipe.values(), key=lambda r: num(get(r, "density_per_um2")) or -1.0) if pipe else {}
@@ -460,6 +472,8 @@ REGISTRY: list[Bench] = [
     Bench("localize", "bench_localize.py", "MLE spot fitting vs Picasso and SciPy", "bench_localize.json", x_localize,
           args=lambda ctx: _q(ctx, ["--quick", "--repeats", "2"]), optional={"picasso": "--skip-picasso"},
           needs={"shipped localization network": PRETRAINED["locnet"]}),
+    Bench("drift", "bench_drift.py", "RCC drift correction vs Picasso's undrift", "bench_drift.json", x_drift,
+          args=lambda ctx: _q(ctx, ["--quick"]), quick_json="bench_drift_quick.json"),
     Bench("smlm", "eval_smlm.py", "CRLB efficiency; MLE vs localization network on simulated movies",
           "eval_smlm.json", x_smlm, args=lambda ctx: ["--skip-generative"] + _q(ctx, ["--quick"]),
           needs={"shipped localization network": PRETRAINED["locnet"]}),
