@@ -45,9 +45,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
 
 from jaxsr._mapping import map_items
-from jaxsr._validate import check_int, default_float_dtype, positive_float
+from jaxsr._validate import as_float_array, check_finite, check_int, default_float_dtype, positive_float
 from jaxsr.smlm.localize import Localizations, column_getter
 
 __all__ = ["DriftResult", "estimate_drift", "correct_drift", "pair_shift"]
@@ -109,7 +111,7 @@ def _segments(frame: np.ndarray, segment_frames: int, n_frames: int) -> np.ndarr
 @functools.partial(jax.jit, static_argnames=("width", "radius", "upsample"))
 def _pair_shift_spectra(fa, fb, transfer, *, width, radius, upsample):
     """Shift ``(dy, dx)`` (pixels) of image ``b`` relative to ``a`` from their real FFTs ``(H, W // 2 + 1)``:
-    the cross-correlation ``sum_r a(r) b(r + s)`` peaks at ``s``; also the peak's height."""
+    the cross-correlation ``sum_r a(r) b(r + s)`` peaks at ``s``."""
     h = fa.shape[0]
     x = jnp.conj(fa) * fb * transfer
     cc = jnp.fft.irfft2(x, s=(h, width))
@@ -139,7 +141,7 @@ def _pair_shift_spectra(fa, fb, transfer, *, width, radius, upsample):
     vx = jnp.where(ix == jx, vertex(up[iy, jx - 1], up[iy, jx], up[iy, jx + 1]), 0.0)
     dy = sy + (fine[iy] + vy / upsample)
     dx = sx + (fine[ix] + vx / upsample)
-    return jnp.stack([dy, dx]), up[iy, ix]
+    return jnp.stack([dy, dx])
 
 
 def _gaussian_transfer(shape: tuple[int, int], sigma_px: float, dtype) -> jax.Array:
@@ -169,8 +171,6 @@ def pair_shift(a: Any, b: Any, *, max_shift_px: int | None = None, upsample: int
     >>> np.round(np.asarray(pair_shift(a, b, blur_px=1.0)), 3)
     array([ 3., -2.]...)
     """
-    from jaxsr._validate import as_float_array, check_finite  # noqa: PLC0415
-
     a = as_float_array(a, "a")
     b = as_float_array(b, "b")
     if a.ndim != 2 or a.shape != b.shape:
@@ -187,9 +187,8 @@ def pair_shift(a: Any, b: Any, *, max_shift_px: int | None = None, upsample: int
     if not (np.isfinite(blur) and blur >= 0):
         raise ValueError(f"argument 'blur_px': expected a non-negative width in pixels, got {blur_px!r}")
     fa, fb = jnp.fft.rfft2(a.astype(dtype)), jnp.fft.rfft2(b.astype(dtype))
-    shift, _ = _pair_shift_spectra(fa, fb, _gaussian_transfer((h, w), blur, dtype), width=w, radius=radius,
-                                   upsample=upsample)
-    return shift
+    return _pair_shift_spectra(fa, fb, _gaussian_transfer((h, w), blur, dtype), width=w, radius=radius,
+                               upsample=upsample)
 
 
 def _solve(pairs: np.ndarray, shifts: np.ndarray, kept: np.ndarray, n_seg: int) -> np.ndarray:
@@ -229,17 +228,8 @@ def _solve_robust(pairs: np.ndarray, shifts: np.ndarray, n_seg: int, threshold: 
 
 def _connected(pairs: np.ndarray, n_seg: int) -> bool:
     """Whether the pairs connect all segments (the drifts are then determined)."""
-    parent = list(range(n_seg))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in pairs:
-        parent[root(int(i))] = root(int(j))
-    return len({root(i) for i in range(n_seg)}) == 1
+    graph = scipy.sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n_seg, n_seg))
+    return scipy.sparse.csgraph.connected_components(graph, directed=False)[0] == 1
 
 
 def estimate_drift(
@@ -344,7 +334,7 @@ def estimate_drift(
         return _pair_shift_spectra(spectra[ij[0]], spectra[ij[1]], transfer, width=shape[1], radius=radius,
                                    upsample=upsample)
 
-    shift_px, _ = map_items(one, jnp.asarray(pairs), batch_size=min(batch_size, len(pairs)))
+    shift_px = map_items(one, jnp.asarray(pairs), batch_size=min(batch_size, len(pairs)))
     shifts = np.asarray(shift_px, np.float64)[:, ::-1] * p                   # (dy, dx) px -> (x, y) nm
 
     threshold = None if max_residual_nm is None else positive_float(max_residual_nm, "max_residual_nm")
@@ -360,22 +350,14 @@ def _interpolate(centre: np.ndarray, d: np.ndarray, n_frames: int) -> np.ndarray
     """Drift of frames ``0 .. n_frames - 1`` from the segment drifts ``d (S, 2)`` at frames ``centre``:
     a cubic spline (not-a-knot; linear with fewer than 4 segments) inside, continued linearly
     with the end slopes outside."""
-    from scipy.interpolate import CubicSpline  # noqa: PLC0415
+    from scipy.interpolate import make_interp_spline  # noqa: PLC0415
 
     f = np.arange(n_frames, dtype=np.float64)
-    if len(centre) >= 4:
-        spline = CubicSpline(centre, d, axis=0, bc_type="not-a-knot")
-        out = spline(np.clip(f, centre[0], centre[-1]))
-        lo, hi = f < centre[0], f > centre[-1]
-        out[lo] += (f[lo] - centre[0])[:, None] * spline(centre[0], 1)[None]
-        out[hi] += (f[hi] - centre[-1])[:, None] * spline(centre[-1], 1)[None]
-        return out
-    slope_lo = (d[1] - d[0]) / (centre[1] - centre[0])
-    slope_hi = (d[-1] - d[-2]) / (centre[-1] - centre[-2])
-    out = np.stack([np.interp(f, centre, d[:, k]) for k in range(2)], 1)
+    spline = make_interp_spline(centre, d, k=3 if len(centre) >= 4 else 1, axis=0)
+    out = spline(np.clip(f, centre[0], centre[-1]))
     lo, hi = f < centre[0], f > centre[-1]
-    out[lo] += (f[lo] - centre[0])[:, None] * slope_lo[None]
-    out[hi] += (f[hi] - centre[-1])[:, None] * slope_hi[None]
+    out[lo] += (f[lo] - centre[0])[:, None] * spline(centre[0], nu=1)[None]
+    out[hi] += (f[hi] - centre[-1])[:, None] * spline(centre[-1], nu=1)[None]
     return out
 
 
