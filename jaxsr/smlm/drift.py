@@ -17,8 +17,17 @@ the drift of every frame.
 Conventions: positions in nm, ``x`` along image columns, ``y`` along rows; a
 localization of frame ``f`` was recorded at ``true + drift[f]``, so
 :func:`correct_drift` subtracts ``drift[f]``; ``drift[0] = 0``, so the
-corrected table stays in the coordinates of the first frame. Only the lateral
-drift is estimated (``z`` is left unchanged).
+corrected table stays in the coordinates of the first frame.
+
+Axial drift (3D tables with a finite ``z_nm`` column): once the lateral drift is
+removed, each segment is binned into lateral voxels (a few render pixels wide)
+by ``z`` bins, and every pair of segments is correlated along ``z`` only, summed
+over the lateral voxels: ``c_ij(s) = sum_{v, z} h_i(v, z) h_j(v, z + s)``, the
+3D cross-correlation at zero lateral shift, whose peak gives the ``z`` drift of
+``j`` relative to ``i``. It is computed in Fourier space along ``z`` (the
+spectra's Gram matrices over the voxels, all pairs at once), interpolated on a
+grid ``upsample`` times finer by zero-padding the spectrum, refined by a
+parabola, and solved over the pairs like the lateral drift.
 
 Numerics: segments are rendered as histograms on a padded grid (``pixel_size_nm``),
 their real FFTs kept, and each pair's cross-power spectrum blurred by a
@@ -61,16 +70,21 @@ _MAX_SIDE = 2048
 class DriftResult(NamedTuple):
     """Result of :func:`estimate_drift`.
 
+    With the axial drift (``D = 3``) the last column of ``drift_nm``, ``segment_drift_nm`` and
+    ``pair_shift_nm`` is ``z``; lateral only, ``D = 2``.
+
     Attributes:
-        drift_nm: ``(n_frames, 2)`` drift ``(x, y)`` in nm at frames ``0 .. n_frames - 1``
+        drift_nm: ``(n_frames, D)`` drift ``(x, y[, z])`` in nm at frames ``0 .. n_frames - 1``
             (``drift_nm[0] = 0``).
         segment_frame: ``(S,)`` each segment's mean localization frame (where its drift is placed).
-        segment_drift_nm: ``(S, 2)`` the solved drift ``(x, y)`` of each segment, nm, relative to frame 0.
+        segment_drift_nm: ``(S, D)`` the solved drift of each segment, nm, relative to frame 0.
         pairs: ``(K, 2)`` int, the segment pairs ``(i, j)``, ``i < j``, that were correlated.
-        pair_shift_nm: ``(K, 2)`` measured ``d_j - d_i`` ``(x, y)``, nm.
-        pair_residual_nm: ``(K,)`` length of each pair's residual against the solved drifts, nm.
-        kept: ``(K,)`` bool, pairs used in the final solution.
+        pair_shift_nm: ``(K, D)`` measured ``d_j - d_i``, nm.
+        pair_residual_nm: ``(K,)`` length of each pair's lateral residual against the solved drifts, nm.
+        kept: ``(K,)`` bool, pairs used in the final lateral solution.
         pixel_size_nm: the render pixel size used (nm).
+        pair_residual_z_nm: ``(K,)`` absolute axial residual of each pair, nm (``None`` when lateral only).
+        kept_z: ``(K,)`` bool, pairs used in the final axial solution (``None`` when lateral only).
     """
 
     drift_nm: np.ndarray
@@ -81,6 +95,26 @@ class DriftResult(NamedTuple):
     pair_residual_nm: np.ndarray
     kept: np.ndarray
     pixel_size_nm: float
+    pair_residual_z_nm: np.ndarray | None = None
+    kept_z: np.ndarray | None = None
+
+
+def _z_column(locs: Any, n: int, axial: bool | None, name: str = "locs") -> np.ndarray | None:
+    """The ``z_nm`` column when the axial drift is wanted (``axial=True``) or available (``None``: a
+    finite, non-constant ``z_nm`` column), else ``None``."""
+    if axial is not None and not isinstance(axial, bool):
+        raise TypeError(f"argument 'axial': expected True, False or None, got {axial!r}")
+    if axial is False:
+        return None
+    try:
+        z = np.asarray(column_getter(locs)("z_nm"), np.float64).reshape(-1)
+    except KeyError:
+        z = None
+    usable = z is not None and len(z) == n and bool(np.all(np.isfinite(z))) and n > 0 and np.ptp(z) > 0
+    if axial and not usable:
+        what = "no z_nm column" if z is None else "a z_nm column that is not finite, of another length or constant"
+        raise ValueError(f"argument 'axial': the axial drift needs finite z_nm positions; the table has {what}")
+    return z if usable else None
 
 
 def _table(locs: Any, name: str = "locs") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -192,20 +226,21 @@ def pair_shift(a: Any, b: Any, *, max_shift_px: int | None = None, upsample: int
 
 
 def _solve(pairs: np.ndarray, shifts: np.ndarray, kept: np.ndarray, n_seg: int) -> np.ndarray:
-    """Least-squares segment drifts ``(S, 2)`` with ``d_0 = 0`` from ``d_j - d_i = shift`` of the kept pairs."""
+    """Least-squares segment drifts ``(S, D)`` with ``d_0 = 0`` from ``d_j - d_i = shift`` ``(K, D)`` of the kept
+    pairs."""
     rows = pairs[kept]
     a = np.zeros((len(rows), n_seg))
     a[np.arange(len(rows)), rows[:, 1]] = 1.0
     a[np.arange(len(rows)), rows[:, 0]] = -1.0
     sol, *_ = np.linalg.lstsq(a[:, 1:], shifts[kept], rcond=None)
-    return np.concatenate([np.zeros((1, 2)), sol])
+    return np.concatenate([np.zeros((1, shifts.shape[1])), sol])
 
 
 def _solve_robust(pairs: np.ndarray, shifts: np.ndarray, n_seg: int, threshold: float | None,
                   floor_nm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_solve`, then the worst-fitting pair dropped while its residual exceeds ``threshold``
     (``None``: three robust standard deviations of the kept residuals, at least ``floor_nm``) and the
-    remaining pairs still connect every segment; ``(drifts (S, 2), residuals (K,), kept (K,))``."""
+    remaining pairs still connect every segment; ``(drifts (S, D), residuals (K,), kept (K,))``."""
     kept = np.ones(len(pairs), bool)
     while True:
         d = _solve(pairs, shifts, kept, n_seg)
@@ -226,6 +261,46 @@ def _solve_robust(pairs: np.ndarray, shifts: np.ndarray, n_seg: int, threshold: 
             return d, resid, kept
 
 
+def _axial_shifts(seg: np.ndarray, n_seg: int, x: np.ndarray, y: np.ndarray, z: np.ndarray, pairs: np.ndarray, *,
+                  voxel_nm: float, bin_nm: float, blur_nm: float, max_drift_nm: float, upsample: int,
+                  chunk_bytes: int = 1 << 26) -> np.ndarray:
+    """``z`` shift (nm) of segment ``j`` relative to ``i`` for every pair: the peak of
+    ``c_ij(s) = sum_{v, z} h_i(v, z) h_j(v, z + s)`` over lateral voxels ``v`` (``voxel_nm``) and ``z`` bins
+    (``bin_nm``), each ``h`` blurred along ``z`` by a Gaussian of ``blur_nm``; ``x``, ``y`` drift-corrected."""
+    radius = int(math.ceil(max_drift_nm / bin_nm))
+    nz = int(math.ceil(np.ptp(z) / bin_nm)) + 1 + 2 * radius                 # padded: no wrap-around
+    iz = np.floor((z - z.min()) / bin_nm).astype(np.int64) + radius
+    vx = np.floor((x - x.min()) / voxel_nm).astype(np.int64)
+    vy = np.floor((y - y.min()) / voxel_nm).astype(np.int64)
+    _, v = np.unique(vy * (int(vx.max()) + 1) + vx, return_inverse=True)
+    v = v.reshape(-1)
+    freq = np.fft.rfftfreq(nz)
+    transfer = np.exp(-4.0 * np.pi**2 * (blur_nm / bin_nm) ** 2 * freq**2)   # |G|^2, both segments blurred
+    nk = max(2, int(np.count_nonzero(transfer > 1e-9)))                     # higher frequencies carry nothing
+    gram = np.zeros((nk, n_seg, n_seg), np.complex128)
+    order = np.argsort(v, kind="stable")
+    v, seg_s, iz_s = v[order], seg[order], iz[order]
+    n_vox = int(v[-1]) + 1 if v.size else 0
+    step = max(1, chunk_bytes // (8 * n_seg * nz))
+    for v0 in range(0, n_vox, step):
+        lo, hi = np.searchsorted(v, [v0, v0 + step])
+        h = np.zeros((min(step, n_vox - v0), n_seg, nz), np.float32)
+        np.add.at(h, (v[lo:hi] - v0, seg_s[lo:hi], iz_s[lo:hi]), 1.0)
+        f = np.fft.rfft(h, axis=-1)[..., :nk].transpose(2, 0, 1)                # (k, voxels, S)
+        gram += np.conj(f).transpose(0, 2, 1) @ f                               # (k, S, S): sum_v conj(F_i) F_j
+    spec = gram[:, pairs[:, 0], pairs[:, 1]].T * transfer[:nk]              # (K, k)
+    m = nz * upsample
+    cc = np.fft.irfft(spec, n=m, axis=-1)                                    # c(s) on a grid 1/upsample px
+    offs = np.arange(-radius * upsample, radius * upsample + 1)
+    win = cc[:, offs % m]
+    i = np.clip(np.argmax(win, axis=1), 1, len(offs) - 2)
+    rows = np.arange(len(pairs))
+    c_minus, c0, c_plus = win[rows, i - 1], win[rows, i], win[rows, i + 1]
+    den = c_minus - 2.0 * c0 + c_plus
+    vertex = np.clip(np.where(den < 0, 0.5 * (c_minus - c_plus) / np.where(den < 0, den, -1.0), 0.0), -0.5, 0.5)
+    return (offs[i] + vertex) / upsample * bin_nm
+
+
 def _connected(pairs: np.ndarray, n_seg: int) -> bool:
     """Whether the pairs connect all segments (the drifts are then determined)."""
     graph = scipy.sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n_seg, n_seg))
@@ -243,12 +318,14 @@ def estimate_drift(
     upsample: int = 20,
     n_frames: int | None = None,
     batch_size: int = 16,
+    axial: bool | None = None,
 ) -> DriftResult:
-    """Lateral drift of every frame of a localization table by redundant cross-correlation (RCC).
+    """Drift of every frame of a localization table by redundant cross-correlation (RCC).
 
     Args:
-        locs: table with columns ``frame``, ``x_nm``, ``y_nm`` (a :class:`~jaxsr.smlm.Localizations`
-            or a dict of arrays); at least 2 segments' worth of frames.
+        locs: table with columns ``frame``, ``x_nm``, ``y_nm`` and, for the axial drift, ``z_nm``
+            (a :class:`~jaxsr.smlm.Localizations` or a dict of arrays); at least 2 segments'
+            worth of frames.
         segment_frames: frames per segment (a last segment shorter than half this is merged into
             the one before). Each segment must show the structure: a few localizations per
             structure element (Picasso's default is 1000 frames too).
@@ -264,6 +341,12 @@ def estimate_drift(
         upsample: sub-pixel refinement factor of each pair's correlation peak.
         n_frames: number of frames of the movie (default ``max(frame) + 1``).
         batch_size: segment pairs correlated at once (memory ~ batch x rendered image).
+        axial: also estimate the ``z`` drift: ``None`` (default) when the table has a finite,
+            non-constant ``z_nm`` column (a 2D table's NaN ``z_nm`` is not), ``True`` to require it,
+            ``False`` for the lateral drift only. The ``z`` bins are ``pixel_size_nm`` wide and
+            blurred by twice ``blur_nm`` (axial precision is typically about twice the lateral);
+            the lateral voxels are 2.5 render pixels wide; ``max_drift_nm`` bounds the ``z`` drift
+            between two segments too.
 
     Work grows with the number of pairs, ``S (S - 1) / 2``: 190 for 20 segments (3.5 s for 800k
     localizations at 20 nm on a 2-core CPU, ``benchmarks/bench_drift.py``), 4950 for 100. Longer
@@ -274,7 +357,8 @@ def estimate_drift(
 
     Raises:
         ValueError: missing or non-finite columns, fewer than 2 segments holding localizations,
-            non-positive sizes, ``n_frames`` not above the largest frame.
+            non-positive sizes, ``n_frames`` not above the largest frame, ``axial=True`` without
+            finite ``z_nm``.
 
     Example:
         >>> import numpy as np
@@ -292,6 +376,7 @@ def estimate_drift(
     frame, x, y = _table(locs)
     if frame.size == 0:
         raise ValueError("argument 'locs': the table holds no localizations")
+    z = _z_column(locs, frame.size, axial)
     segment_frames = check_int(segment_frames, "segment_frames", minimum=1)
     last = int(frame.max()) + 1
     n_frames = last if n_frames is None else check_int(n_frames, "n_frames", minimum=1)
@@ -341,13 +426,22 @@ def estimate_drift(
     d, resid, kept = _solve_robust(pairs, shifts, n_seg, threshold, p)
     centre = np.array([frame[seg == s].mean() for s in range(n_seg)])
     drift = _interpolate(centre, d, n_frames)
+    resid_z = kept_z = None
+    if z is not None:
+        dz_pairs = _axial_shifts(seg, n_seg, x - drift[frame, 0], y - drift[frame, 1], z, pairs, voxel_nm=2.5 * p,
+                                 bin_nm=p, blur_nm=max(2.0 * blur, p), max_drift_nm=max_drift, upsample=upsample)
+        dz, resid_z, kept_z = _solve_robust(pairs, dz_pairs[:, None], n_seg, threshold, p)
+        d = np.concatenate([d, dz], axis=1)
+        shifts = np.concatenate([shifts, dz_pairs[:, None]], axis=1)
+        drift = np.concatenate([drift, _interpolate(centre, dz, n_frames)], axis=1)
     offset = drift[0].copy()
     return DriftResult(drift_nm=drift - offset, segment_frame=centre, segment_drift_nm=d - offset, pairs=pairs,
-                       pair_shift_nm=shifts, pair_residual_nm=resid, kept=kept, pixel_size_nm=p)
+                       pair_shift_nm=shifts, pair_residual_nm=resid, kept=kept, pixel_size_nm=p,
+                       pair_residual_z_nm=resid_z, kept_z=kept_z)
 
 
 def _interpolate(centre: np.ndarray, d: np.ndarray, n_frames: int) -> np.ndarray:
-    """Drift of frames ``0 .. n_frames - 1`` from the segment drifts ``d (S, 2)`` at frames ``centre``:
+    """Drift of frames ``0 .. n_frames - 1`` from the segment drifts ``d (S, D)`` at frames ``centre``:
     a cubic spline (not-a-knot; linear with fewer than 4 segments) inside, continued linearly
     with the end slopes outside."""
     from scipy.interpolate import make_interp_spline  # noqa: PLC0415
@@ -362,15 +456,18 @@ def _interpolate(centre: np.ndarray, d: np.ndarray, n_frames: int) -> np.ndarray
 
 
 def correct_drift(locs: Any, drift_nm: Any) -> Any:
-    """The table with each localization's drift subtracted: ``x -= drift[frame, 0]``, ``y -= drift[frame, 1]``.
+    """The table with each localization's drift subtracted: ``x -= drift[frame, 0]``, ``y -= drift[frame, 1]``
+    (and ``z -= drift[frame, 2]`` for a 3-column drift).
 
     Args:
-        locs: table with ``frame``, ``x_nm``, ``y_nm`` (:class:`~jaxsr.smlm.Localizations` or a dict).
-        drift_nm: a :class:`DriftResult` or an ``(n_frames, 2)`` array of ``(x, y)`` drift in nm
-            covering every frame of the table.
+        locs: table with ``frame``, ``x_nm``, ``y_nm`` (and ``z_nm`` for an axial drift)
+            (:class:`~jaxsr.smlm.Localizations` or a dict).
+        drift_nm: a :class:`DriftResult` or an ``(n_frames, 2)`` ``(x, y)`` or ``(n_frames, 3)``
+            ``(x, y, z)`` array of drift in nm covering every frame of the table.
 
     Returns:
-        A new table of the same kind (the input is not modified); other columns unchanged.
+        A new table of the same kind (the input is not modified); other columns unchanged
+        (``z_nm`` too when the drift is lateral).
 
     >>> t = {"frame": np.array([0, 1]), "x_nm": np.array([10.0, 10.0]), "y_nm": np.array([5.0, 5.0])}
     >>> correct_drift(t, np.array([[0.0, 0.0], [2.0, -1.0]]))["x_nm"]
@@ -378,17 +475,22 @@ def correct_drift(locs: Any, drift_nm: Any) -> Any:
     """
     frame, x, y = _table(locs)
     d = np.asarray(drift_nm.drift_nm if isinstance(drift_nm, DriftResult) else drift_nm, np.float64)
-    if d.ndim != 2 or d.shape[1] != 2 or not np.all(np.isfinite(d)):
-        raise ValueError(f"argument 'drift_nm': expected a finite (n_frames, 2) array, got shape {d.shape}")
+    if d.ndim != 2 or d.shape[1] not in (2, 3) or not np.all(np.isfinite(d)):
+        raise ValueError(f"argument 'drift_nm': expected a finite (n_frames, 2) or (n_frames, 3) array, got shape "
+                         f"{d.shape}")
     if frame.size and frame.max() >= d.shape[0]:
         raise ValueError(f"argument 'drift_nm': covers {d.shape[0]} frames, but the table has frame {frame.max()}")
-    nx, ny = x - d[frame, 0], y - d[frame, 1]
+    new = {"x_nm": x - d[frame, 0], "y_nm": y - d[frame, 1]}
+    if d.shape[1] == 3:
+        try:
+            z = np.asarray(column_getter(locs)("z_nm"), np.float64).reshape(-1)
+        except KeyError:
+            raise ValueError("argument 'drift_nm': an axial (3-column) drift needs a z_nm column in 'locs'") from None
+        new["z_nm"] = z - d[frame, 2]
     if isinstance(locs, Localizations):
-        return locs._replace(x_nm=nx.astype(np.asarray(locs.x_nm).dtype), y_nm=ny.astype(np.asarray(locs.y_nm).dtype))
+        return locs._replace(**{k: v.astype(np.asarray(getattr(locs, k)).dtype) for k, v in new.items()})
     if isinstance(locs, dict):
-        out = dict(locs)
-        out["x_nm"], out["y_nm"] = nx, ny
-        return out
+        return {**locs, **new}
     if hasattr(locs, "_replace"):
-        return locs._replace(x_nm=nx, y_nm=ny)
+        return locs._replace(**new)
     raise TypeError(f"argument 'locs': expected Localizations, a NamedTuple or a dict, got {type(locs).__name__}")

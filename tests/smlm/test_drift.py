@@ -151,3 +151,76 @@ def test_bad_input():
         correct_drift(table, np.zeros((10, 2)))
     with pytest.raises(ValueError, match="'a' and 'b'"):
         pair_shift(np.ones((8, 8)), np.ones((8, 9)))
+
+
+def _drifting_table_3d(seed=0, n_frames=6000, per_frame=12, precision=(10.0, 25.0)):
+    """A 3D structure (filaments on a curved sheet plus a second layer 350 nm above part of it) with a
+    known lateral and axial drift: ``(table as a dict, true drift (n_frames, 3) (x, y, z) nm)``."""
+    rng = np.random.default_rng(seed)
+    yx = np.asarray(emitter_positions(jax.random.key(seed), 400, structure="filaments", field_nm=(6000.0, 6000.0)))
+    z_site = 250.0 * np.sin(yx[:, 1] / 1400.0) + 150.0 * np.cos(yx[:, 0] / 2100.0)
+    z_site = z_site + np.where(rng.random(len(yx)) < 0.3, 350.0, 0.0)
+    frame = np.repeat(np.arange(n_frames), per_frame)
+    site = rng.integers(0, len(yx), frame.size)
+    f = np.arange(n_frames, dtype=np.float64)
+    true = np.stack([0.04 * f + 25.0 * np.sin(f / 900.0), -0.02 * f + 40.0 * (1 - np.cos(f / 1500.0)),
+                     0.012 * f + 45.0 * np.sin(f / 1300.0)], 1)
+    x = yx[site, 1] + true[frame, 0] + rng.normal(0, precision[0], frame.size)
+    y = yx[site, 0] + true[frame, 1] + rng.normal(0, precision[0], frame.size)
+    z = z_site[site] + true[frame, 2] + rng.normal(0, precision[1], frame.size)
+    return {"frame": frame, "x_nm": x, "y_nm": y, "z_nm": z}, true
+
+
+def test_recovers_a_known_axial_drift_with_the_lateral_one():
+    table, true = _drifting_table_3d()
+    res = estimate_drift(table, segment_frames=500)                 # z_nm present: axial by default
+    assert res.drift_nm.shape == true.shape and res.segment_drift_nm.shape[1] == 3
+    np.testing.assert_array_equal(res.drift_nm[0], 0.0)
+    assert res.kept_z is not None and res.pair_residual_z_nm.shape == res.kept.shape
+    err = res.drift_nm - true
+    assert _rms(err[:, :2]) < 1.5, _rms(err[:, :2])
+    assert _rms(err[:, 2]) < 2.5, _rms(err[:, 2])                   # the z drift spans about 120 nm
+    fixed = correct_drift(table, res)
+    np.testing.assert_array_equal(fixed["frame"], table["frame"])
+    np.testing.assert_allclose(fixed["z_nm"], table["z_nm"] - res.drift_nm[table["frame"], 2])
+    again = estimate_drift(fixed, segment_frames=500)
+    assert _rms(again.drift_nm[:, 2]) < 1.5 and _rms(again.drift_nm[:, :2]) < 1.0
+    # lateral only on request: the same x, y drift, z untouched by the correction
+    lateral = estimate_drift(table, segment_frames=500, axial=False)
+    assert lateral.drift_nm.shape == (true.shape[0], 2) and lateral.kept_z is None
+    np.testing.assert_allclose(lateral.drift_nm, res.drift_nm[:, :2], atol=1e-9)
+    np.testing.assert_array_equal(correct_drift(table, lateral)["z_nm"], table["z_nm"])
+
+
+def test_axial_pair_shift_of_a_displaced_copy():
+    """Two segments holding the same localizations, the second raised by a known dz: the pair's z shift
+    is dz (closed form: the correlation is symmetric about it), whatever the bin grid's phase."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    xy = rng.uniform(0, 3000, (n, 2))
+    z0 = rng.uniform(-300, 300, n)
+    for dz in (37.3, -61.85, 0.0, 128.0):
+        table = {"frame": np.concatenate([np.zeros(n, int), np.full(n, 19)]),
+                 "x_nm": np.concatenate([xy[:, 0], xy[:, 0]]), "y_nm": np.concatenate([xy[:, 1], xy[:, 1]]),
+                 "z_nm": np.concatenate([z0, z0 + dz])}
+        res = estimate_drift(table, segment_frames=10, max_drift_nm=300.0)
+        np.testing.assert_allclose(res.pair_shift_nm[0, :2], 0.0, atol=0.05)
+        assert abs(res.pair_shift_nm[0, 2] - dz) < 0.25, (dz, res.pair_shift_nm[0])   # measured <= 0.1
+        np.testing.assert_allclose(res.drift_nm[19], [0.0, 0.0, res.pair_shift_nm[0, 2]], atol=1e-9)
+
+
+def test_axial_drift_choice_and_bad_input():
+    table, _ = _drifting_table(seed=2, n_frames=1200, per_frame=8)
+    assert estimate_drift(table, segment_frames=400).drift_nm.shape[1] == 2         # no z column
+    with pytest.raises(ValueError, match="argument 'axial'.*no z_nm"):
+        estimate_drift(table, segment_frames=400, axial=True)
+    nan_z = dict(table, z_nm=np.full(table["x_nm"].shape, np.nan))                 # a 2D fit's NaN z
+    assert estimate_drift(nan_z, segment_frames=400).drift_nm.shape[1] == 2
+    with pytest.raises(ValueError, match="argument 'axial'"):
+        estimate_drift(nan_z, segment_frames=400, axial=True)
+    with pytest.raises(TypeError, match="argument 'axial'"):
+        estimate_drift(table, segment_frames=400, axial="yes")
+    with pytest.raises(ValueError, match="argument 'drift_nm'.*z_nm"):
+        correct_drift(table, np.zeros((1200, 3)))
+    with pytest.raises(ValueError, match="argument 'drift_nm'"):
+        correct_drift(table, np.zeros((1200, 4)))
