@@ -1,12 +1,14 @@
-"""Correct the lateral stage drift of a localization table (redundant cross-correlation, RCC).
+"""Correct the stage drift of a localization table (redundant cross-correlation, RCC).
 
 The frames are cut into segments (--segment frames each), every segment rendered
 at --pixel-size, every pair of segments cross-correlated, and the segment drifts
 solved by least squares with badly fitting pairs dropped; a spline through them
-gives each frame's drift, which is subtracted (frame 0 stays where it was; z is
-left unchanged). Writes the corrected table (OUT.csv, ThunderSTORM, or OUT.hdf5
-for a Picasso input) and, next to it, OUT.drift.csv (frame, drift x and y in nm).
-Nothing is written if either exists, unless --overwrite; the input is never replaced.
+gives each frame's drift, which is subtracted (frame 0 stays where it was). A 3D
+table (finite z) gets its axial drift corrected too, from the pairs' correlation
+along z (--lateral-only leaves z unchanged). Writes the corrected table (OUT.csv,
+ThunderSTORM, or OUT.hdf5 for a Picasso input) and, next to it, OUT.drift.csv
+(frame, drift x, y and, in 3D, z in nm). Nothing is written if either exists,
+unless --overwrite; the input is never replaced.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="render pixel of the segments, nm (default 20, coarser for fields over 2048 pixels)")
     p.add_argument("--max-drift", type=positive_float, default=1000.0,
                    help="largest drift between two segments searched, nm (default 1000)")
+    p.add_argument("--lateral-only", action="store_true",
+                   help="estimate and correct x and y only (default: z too when the table has finite z)")
     p.add_argument("--camera-pixel-size", type=positive_float, default=None,
                    help="camera pixel of a Picasso file without YAML metadata, nm")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -44,14 +48,15 @@ def output_paths(output: str) -> dict[str, str]:
 
 
 def write_drift_csv(path: str, drift_nm: np.ndarray, *, overwrite: bool = False) -> None:
-    """``frame, drift_x_nm, drift_y_nm`` per frame, written atomically."""
+    """``frame, drift_x_nm, drift_y_nm[, drift_z_nm]`` per frame, written atomically."""
     from jaxsr.io.atomic import atomic_path  # noqa: PLC0415
 
     with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["frame", "drift_x_nm", "drift_y_nm"])
-        for f, (dx, dy) in enumerate(np.asarray(drift_nm, np.float64)):
-            w.writerow([f, f"{dx:.3f}", f"{dy:.3f}"])
+        d = np.asarray(drift_nm, np.float64)
+        w.writerow(["frame", "drift_x_nm", "drift_y_nm", "drift_z_nm"][: 1 + d.shape[1]])
+        for f, row in enumerate(d):
+            w.writerow([f, *(f"{v:.3f}" for v in row)])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"TABLE: {args.table} holds no localizations")
     try:
         res = estimate_drift(locs, segment_frames=args.segment, pixel_size_nm=args.pixel_size,
-                             max_drift_nm=args.max_drift)
+                             max_drift_nm=args.max_drift, axial=False if args.lateral_only else None)
     except ValueError as err:     # the library names its arguments; name the flags
         msg = str(err)
         for arg, flag in (("segment_frames", "--segment"), ("pixel_size_nm", "--pixel-size"),
@@ -102,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     kept = res.pair_residual_nm[res.kept]
     print(f"{len(res.segment_frame)} segments of {args.segment} frames, {int(res.kept.sum())} of {len(res.kept)} "
           f"pairs kept (r.m.s. residual {np.sqrt(np.mean(kept**2)):.1f} nm), rendered at {res.pixel_size_nm:g} nm")
-    print(f"drift over {n_frames} frames: x {span[0]:.1f} nm, y {span[1]:.1f} nm (range)")
+    axial = f", z {span[2]:.1f} nm" if len(span) == 3 else " (z not corrected)" if args.lateral_only else ""
+    print(f"drift over {n_frames} frames: x {span[0]:.1f} nm, y {span[1]:.1f} nm{axial} (range)")
     print(f"wrote {paths['table']} ({locs.n} localizations) and {paths['drift']}")
     return 0

@@ -234,3 +234,36 @@ def test_undrift_recovers_the_drift_and_writes_both_files(tmp_path, capsys, one_
     assert not (tmp_path / "one.csv").exists()
     assert main(["undrift", str(table), "-o", str(tmp_path / "x.hdf5")]) == 2
     one_line_error("--output")
+
+
+def test_undrift_corrects_z_of_a_3d_table_unless_lateral_only(tmp_path, capsys):
+    """A 3D ThunderSTORM table: the drift file gains drift_z_nm, equal to the truth to ~2 nm, and the
+    table's z is corrected by it; --lateral-only writes x and y only and leaves z as it was."""
+    import csv
+
+    from jaxsr.smlm import write_thunderstorm_csv
+
+    rng = np.random.default_rng(8)
+    sites = np.column_stack([rng.uniform(500, 4500, (300, 2)), rng.uniform(-300, 300, 300)])
+    frame = np.repeat(np.arange(3000), 12)
+    f = np.arange(3000.0)
+    true = np.stack([0.02 * f, 30.0 * np.sin(f / 900.0), 40.0 * np.sin(f / 1100.0)], 1)
+    xyz = sites[rng.integers(0, 300, frame.size)] + true[frame] + rng.normal(0, 1, (frame.size, 3)) * [8, 8, 20]
+    table = tmp_path / "locs3d.csv"
+    write_thunderstorm_csv(table, {"frame": frame, "x_nm": xyz[:, 0], "y_nm": xyz[:, 1], "z_nm": xyz[:, 2]})
+    out = tmp_path / "fixed.csv"
+    assert main(["undrift", str(table), "-o", str(out), "--segment", "300"]) == 0
+    assert ", z " in capsys.readouterr().out
+    with open(tmp_path / "fixed.drift.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["frame", "drift_x_nm", "drift_y_nm", "drift_z_nm"]
+    drift = np.array([[float(r[k]) for k in ("drift_x_nm", "drift_y_nm", "drift_z_nm")] for r in rows])
+    assert np.sqrt(np.mean((drift[:, 2] - true[:, 2]) ** 2)) < 2.0
+    src, fixed = read_localizations(table), read_localizations(out)
+    np.testing.assert_allclose(fixed.z_nm, src.z_nm - drift[src.frame, 2], atol=1e-2)
+    lateral = tmp_path / "lateral.csv"
+    assert main(["undrift", str(table), "-o", str(lateral), "--segment", "300", "--lateral-only"]) == 0
+    assert "z not corrected" in capsys.readouterr().out
+    with open(tmp_path / "lateral.drift.csv") as fh:
+        assert next(csv.reader(fh)) == ["frame", "drift_x_nm", "drift_y_nm"]
+    np.testing.assert_array_equal(read_localizations(lateral).z_nm, src.z_nm)
