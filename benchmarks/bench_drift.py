@@ -20,6 +20,13 @@ Methods, each on the same table, segments of ``--segment`` (1000) frames:
   ``max_shift`` 32 pixels; a cubic spline), ``display=False``. Optional: recorded as skipped when
   ``picassosr`` does not import (``pip install picassosr``, or the ``bench`` extra).
 
+``--axial``: the same table made 3D (each emitter at ``z = 250 sin(x / 3 um) + 150 cos(y / 4 um)`` nm,
+in 30 % of 200 nm cells 350 nm higher, a second layer; ``--axial-precision`` 25 nm; z drift
+``0.004 nm/frame + 50 nm sin(f / 3000)``), jaxsr only (Picasso's ``undrift`` is lateral):
+``jaxsr_axial`` (``estimate_drift`` with its defaults: x, y and z) against ``jaxsr_lateral``
+(``axial=False``) on the same table, the z error and what the axial step costs. Writes
+``bench_drift_axial.json``.
+
 Accuracy: the r.m.s. and largest error of the per-frame drift against the truth after removing
 the mean offset (a global translation does not matter for drift correction; the two tools anchor
 their drift differently), in nm. Time: median of ``--repeats`` (3) warm calls, each tool timed in
@@ -76,6 +83,22 @@ def drifting_table(frames, per_frame, field, precision, seed):
     return {"frame": frame, "x_nm": x, "y_nm": y}, true
 
 
+def axial_table(table, true, precision_z, seed):
+    """The lateral table made 3D: ``(table with z_nm, true drift (frames, 3) (x, y, z) nm)``."""
+    rng = np.random.default_rng(seed + 1)
+    x0 = table["x_nm"] - true[table["frame"], 0]              # the emitter's position plus its error
+    y0 = table["y_nm"] - true[table["frame"], 1]
+    f = np.arange(true.shape[0], dtype=np.float64)
+    dz = 0.004 * f + 50.0 * np.sin(f / 3000.0)
+    # layer chosen per emitter: emitters are the rounded positions' neighbourhoods, so draw per 200 nm cell
+    cell = (np.floor(x0 / 200.0) * 1000 + np.floor(y0 / 200.0)).astype(np.int64)
+    _, inv = np.unique(cell, return_inverse=True)
+    upper = rng.random(inv.max() + 1) < 0.3
+    z = 250.0 * np.sin(x0 / 3000.0) + 150.0 * np.cos(y0 / 4000.0) + np.where(upper[inv], 350.0, 0.0)
+    z = z + dz[table["frame"]] + rng.normal(0, precision_z, z.size)
+    return {**table, "z_nm": z}, np.column_stack([true, dz])
+
+
 def errors(est, true):
     """r.m.s. and largest error (nm) after removing the mean offset."""
     diff = est - true
@@ -126,23 +149,36 @@ def main(argv=None):
     parser.add_argument("--segment", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "bench_drift.json"))
+    parser.add_argument("--axial", action="store_true", help="the 3D case (x, y and z drift), jaxsr only")
+    parser.add_argument("--axial-precision", type=float, default=25.0, help="axial localization precision, nm")
+    parser.add_argument("--out", default=None, help="default results/bench_drift.json (bench_drift_axial.json)")
     args = parser.parse_args(argv)
     if args.quick:
         args.frames, args.repeats = 4000, 1
+    if args.out is None:
+        args.out = os.path.join(HERE, "results", "bench_drift_axial.json" if args.axial else "bench_drift.json")
     table, true = drifting_table(args.frames, args.per_frame, args.field, args.precision, args.seed)
-    calls = {"jaxsr": lambda: estimate_drift(table, segment_frames=args.segment).drift_nm}
-    for px in (40.0, 60.0):     # coarser renderings: faster, less accurate
-        calls[f"jaxsr_{px:.0f}nm"] = (lambda px=px: estimate_drift(table, segment_frames=args.segment,
-                                                                    pixel_size_nm=px).drift_nm)
+    if args.axial:
+        table, true = axial_table(table, true, args.axial_precision, args.seed)
+        calls = {"jaxsr_axial": lambda: estimate_drift(table, segment_frames=args.segment).drift_nm,
+                 "jaxsr_lateral": lambda: np.column_stack([
+                     estimate_drift(table, segment_frames=args.segment, axial=False).drift_nm,
+                     np.zeros(true.shape[0])])}
+    else:
+        calls = {"jaxsr": lambda: estimate_drift(table, segment_frames=args.segment).drift_nm}
+        for px in (40.0, 60.0):     # coarser renderings: faster, less accurate
+            calls[f"jaxsr_{px:.0f}nm"] = (lambda px=px: estimate_drift(table, segment_frames=args.segment,
+                                                                        pixel_size_nm=px).drift_nm)
     report = {"benchmark": "bench_drift", "device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
               "cpu_count": os.cpu_count(), "load_average_before": list(os.getloadavg()),
               "quick": args.quick, "frames": args.frames, "localizations": int(len(table["frame"])),
               "field_nm": args.field, "precision_nm": args.precision, "segment_frames": args.segment,
               "true_drift_range_nm": np.ptp(true, axis=0).tolist(), "methods": {}}
+    if args.axial:
+        report["benchmark"], report["axial_precision_nm"] = "bench_drift_axial", args.axial_precision
     versions = {"jax": jax.__version__, "jaxsr": jaxsr.__version__, "numpy": np.__version__,
                 "python": platform.python_version()}
-    postprocess, reason = load_picasso()
+    postprocess, reason = (None, "lateral only (no z drift)") if args.axial else load_picasso()
     if postprocess is None:
         report["methods"]["picasso"] = {"skipped": reason}
     else:
@@ -163,20 +199,24 @@ def main(argv=None):
             times[name].append(time.perf_counter() - t0)
     for name in calls:
         med = statistics.median(times[name])
-        report["methods"][name] = {**errors(out[name], true), "seconds_median": med, "seconds": times[name],
-                                   "first_call_s": first[name], "compile_s": max(first[name] - med, 0.0)}
+        report["methods"][name] = {**errors(out[name][:, :2], true[:, :2]), "seconds_median": med,
+                                   "seconds": times[name], "first_call_s": first[name],
+                                   "compile_s": max(first[name] - med, 0.0)}
+        if args.axial:
+            report["methods"][name]["z"] = errors(out[name][:, 2:], true[:, 2:])
     if "seconds_median" in report["methods"].get("picasso", {}):
         j, p = report["methods"]["jaxsr"], report["methods"]["picasso"]
         report["speedup_vs_picasso"] = p["seconds_median"] / j["seconds_median"]
         report["error_ratio_picasso_over_jaxsr"] = p["rms_nm"] / j["rms_nm"]
     report["load_average_after"] = list(os.getloadavg())
     print(f"{report['localizations']} localizations, {args.frames} frames, drift range "
-          f"{report['true_drift_range_nm'][0]:.0f} x {report['true_drift_range_nm'][1]:.0f} nm")
+          + " x ".join(f"{v:.0f}" for v in report["true_drift_range_nm"]) + " nm")
     for name, r in report["methods"].items():
         if "skipped" in r:
             print(f"  {name:10s} skipped: {r['skipped']}")
         else:
-            print(f"  {name:10s} r.m.s. error {r['rms_nm']:6.2f} nm  max {r['max_nm']:6.2f} nm  "
+            z = f"  z {r['z']['rms_nm']:6.2f} nm" if "z" in r else ""
+            print(f"  {name:10s} r.m.s. error {r['rms_nm']:6.2f} nm  max {r['max_nm']:6.2f} nm{z}  "
                   f"{r['seconds_median']:6.2f} s warm ({r['first_call_s']:.2f} s first call)")
     if "speedup_vs_picasso" in report:
         print(f"  jaxsr {report['speedup_vs_picasso']:.1f}x faster, Picasso's error "

@@ -266,6 +266,17 @@ def x_drift(d: dict) -> dict:
                 f"{fmt(get(d, 'frames'), 'g')} frames", heads)
 
 
+def x_drift_axial(d: dict) -> dict:
+    m = get(d, "methods", {})
+    heads = [f"r.m.s. z error {fmt(get(m, 'jaxsr_axial.z.rms_nm'), '.2f', ' nm')} "
+             f"(uncorrected {fmt(get(m, 'jaxsr_lateral.z.rms_nm'), '.1f', ' nm')}), lateral "
+             f"{fmt(get(m, 'jaxsr_axial.rms_nm'), '.2f', ' nm')}",
+             f"lateral only {fmt(get(m, 'jaxsr_lateral.seconds_median'), '.2f', ' s')}"]
+    return _out(get(m, "jaxsr_axial.compile_s"), get(m, "jaxsr_axial.seconds_median"),
+                f"estimate_drift (x, y, z), {fmt(get(d, 'localizations'), ',.0f')} localizations, "
+                f"{fmt(get(d, 'frames'), 'g')} frames", heads)
+
+
 def x_smlm(d: dict) -> dict:
     pipe = get(d, "pipeline", {})
     dense = max(pipe.values(), key=lambda r: num(get(r, "density_per_um2")) or -1.0) if pipe else {}
@@ -474,6 +485,8 @@ REGISTRY: list[Bench] = [
           needs={"shipped localization network": PRETRAINED["locnet"]}),
     Bench("drift", "bench_drift.py", "RCC drift correction vs Picasso's undrift", "bench_drift.json", x_drift,
           args=lambda ctx: _q(ctx, ["--quick"]), quick_json="bench_drift_quick.json"),
+    Bench("drift_axial", "bench_drift.py", "RCC drift correction of a 3D table (x, y and z)", "bench_drift_axial.json",
+          x_drift_axial, args=lambda ctx: ["--axial"] + _q(ctx, ["--quick"]), quick_json="bench_drift_axial_quick.json"),
     Bench("smlm", "eval_smlm.py", "CRLB efficiency; MLE vs localization network on simulated movies",
           "eval_smlm.json", x_smlm, args=lambda ctx: ["--skip-generative"] + _q(ctx, ["--quick"]),
           needs={"shipped localization network": PRETRAINED["locnet"]}),
