@@ -99,7 +99,7 @@ class DriftResult(NamedTuple):
     kept_z: np.ndarray | None = None
 
 
-def _z_column(locs: Any, n: int, axial: bool | None, name: str = "locs") -> np.ndarray | None:
+def _z_column(locs: Any, n: int, axial: bool | None) -> np.ndarray | None:
     """The ``z_nm`` column when the axial drift is wanted (``axial=True``) or available (``None``: a
     finite, non-constant ``z_nm`` column), else ``None``."""
     if axial is not None and not isinstance(axial, bool):
@@ -344,9 +344,9 @@ def estimate_drift(
         axial: also estimate the ``z`` drift: ``None`` (default) when the table has a finite,
             non-constant ``z_nm`` column (a 2D table's NaN ``z_nm`` is not), ``True`` to require it,
             ``False`` for the lateral drift only. The ``z`` bins are ``pixel_size_nm`` wide and
-            blurred by twice ``blur_nm`` (axial precision is typically about twice the lateral);
-            the lateral voxels are 2.5 render pixels wide; ``max_drift_nm`` bounds the ``z`` drift
-            between two segments too.
+            blurred by twice ``blur_nm``, at least one bin (axial precision is typically about
+            twice the lateral); the lateral voxels are 2.5 render pixels wide; ``max_drift_nm``
+            bounds the ``z`` drift between two segments and ``max_residual_nm`` its pair residuals too.
 
     Work grows with the number of pairs, ``S (S - 1) / 2``: 190 for 20 segments (3.5 s for 800k
     localizations at 20 nm on a 2-core CPU, ``benchmarks/bench_drift.py``), 4950 for 100. Longer
