@@ -37,6 +37,7 @@ tifffile series, which may therefore lack length-1 dimensions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -207,14 +208,23 @@ def _check_annotations(annotations: Any) -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=2)
+def _parse_ome(xml: str) -> ElementTree.Element | None:
+    """The parsed OME-XML (``None`` if it does not parse); cached, so a reader that wants both the
+    pixel size and the annotations of one file parses it once. The tree is only read, never changed."""
+    try:
+        return ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return None
+
+
 def _annotations(tif: tifffile.TiffFile) -> dict[str, str]:
     """The ``jaxsr_*`` annotations :func:`write_image` stored (ImageJ description keys or OME map
     annotations), as text; the recorded axes are not among them."""
     found: dict[str, Any] = {}
     if tif.is_ome and tif.ome_metadata:
-        try:
-            root = ElementTree.fromstring(tif.ome_metadata)
-        except ElementTree.ParseError:
+        root = _parse_ome(tif.ome_metadata)
+        if root is None:
             return {}
         found = {el.get("K"): el.text for el in root.iter() if _local(el.tag) == "M"}
     elif tif.is_imagej:
@@ -225,9 +235,8 @@ def _annotations(tif: tifffile.TiffFile) -> dict[str, str]:
 
 def _ome_metadata(xml: str, extra: dict) -> tuple[float | None, float | None, float | None, str | None]:
     """Pixel size x, y, z step (nm) and recorded axes from the first OME Image."""
-    try:
-        root = ElementTree.fromstring(xml)
-    except ElementTree.ParseError:
+    root = _parse_ome(xml)
+    if root is None:
         return None, None, None, None
     pixels = next((el for el in root.iter() if _local(el.tag) == "Pixels"), None)
     recorded = next(
