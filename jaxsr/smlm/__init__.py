@@ -8,7 +8,7 @@ Used qualified (``jaxsr.smlm.localize``), like :mod:`jaxsr.nn`.
 - :mod:`jaxsr.smlm.localize`: the pipeline from raw frames to a localization table.
 - :mod:`jaxsr.smlm.io`: ThunderSTORM CSV and Picasso HDF5 (+ YAML) tables.
 - :mod:`jaxsr.smlm.render`: histogram and Gaussian rendering, FRC of two halves.
-- :mod:`jaxsr.smlm.drift`: lateral drift correction by redundant cross-correlation (RCC).
+- :mod:`jaxsr.smlm.drift`: lateral and axial drift correction by redundant cross-correlation (RCC).
 - :mod:`jaxsr.smlm.evaluate`: SMLM Challenge matching and scores (Jaccard, RMSE, efficiency).
 - :mod:`jaxsr.smlm.net`: a DECODE-style localization network (Flax), trained on the simulator.
 - :mod:`jaxsr.smlm.generative`: a physics-informed generative model learned from unlabeled frames,

@@ -1,4 +1,4 @@
-"""Lateral drift correction of localization tables by redundant cross-correlation (RCC).
+"""Drift correction (lateral, and axial for 3D tables) of localization tables by redundant cross-correlation (RCC).
 
 The stage drifts by tens to hundreds of nm over an SMLM acquisition (minutes to
 hours), which blurs the rendered image far beyond the localization precision.
