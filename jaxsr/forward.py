@@ -697,7 +697,8 @@ def expected_image(
         psf: ``(y, x)`` or ``(z, y, x)`` PSF (non-negative, positive sum), centre
             at ``n // 2``; normalise it to unit sum to conserve photons.
         background_photons: photons per camera pixel added after binning, a
-            scalar or an array broadcastable to the binned image; non-negative.
+            scalar or an array that broadcasts to the binned image's shape
+            (it may not add or enlarge axes); non-negative.
         binning: camera binning factor (see :func:`bin_image`), static.
         boundary: convolution boundary (see :func:`convolve`), static.
 
@@ -707,8 +708,8 @@ def expected_image(
     Raises:
         ValueError: ``obj`` of too low rank, negative or with NaN/inf; ``psf`` not
             2D/3D, larger than ``obj``, negative, with NaN/inf or a zero sum;
-            negative/NaN ``background_photons`` or a shape that does not broadcast;
-            bad ``binning`` or ``boundary``.
+            negative/NaN ``background_photons`` or a shape that does not broadcast
+            to the binned image's; bad ``binning`` or ``boundary``.
 
     >>> import jax.numpy as jnp
     >>> obj = jnp.zeros((8, 8)).at[4, 4].set(100.0)
@@ -724,14 +725,22 @@ def expected_image(
     check_nonnegative(background_photons, "background_photons")
     blurred = jnp.maximum(_convolve(obj, psf, boundary), 0.0)
     binned = bin_image(blurred, factor=binning)
-    try:
-        np.broadcast_shapes(background_photons.shape, binned.shape)
-    except ValueError as err:
-        raise ValueError(
-            f"argument 'background_photons': shape {tuple(background_photons.shape)} does not "
-            f"broadcast to the binned image shape {tuple(binned.shape)}"
-        ) from err
+    _check_background_shape(background_photons.shape, binned.shape)
     return binned + background_photons.astype(binned.dtype)
+
+
+def _check_background_shape(background_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> None:
+    """The background must broadcast *to* the binned image's shape: adding it may not grow the image
+    (a ``(2, 4, 4)`` background on a ``(4, 4)`` image would silently return two images)."""
+    try:
+        ok = np.broadcast_shapes(tuple(background_shape), tuple(image_shape)) == tuple(image_shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"argument 'background_photons': shape {tuple(background_shape)} does not "
+            f"broadcast to the binned image shape {tuple(image_shape)}"
+        )
 
 
 def form_image(
@@ -755,7 +764,8 @@ def form_image(
         key: a ``jax.random`` key.
         obj: ``(..., y, x)`` or ``(..., z, y, x)`` expected photons per fine pixel.
         psf: ``(y, x)`` or ``(z, y, x)`` PSF, centre at ``n // 2``.
-        background_photons: photons per camera pixel (scalar or broadcastable array).
+        background_photons: photons per camera pixel (scalar or an array that
+            broadcasts to the binned image's shape, see :func:`expected_image`).
         binning: camera binning factor (see :func:`bin_image`), static.
         camera: a :class:`CameraModel`; ``None`` means ``camera_preset("ideal")``.
         boundary: convolution boundary, ``"zero"``, ``"reflect"`` or ``"periodic"``.

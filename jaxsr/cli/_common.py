@@ -72,6 +72,17 @@ def require_input(path: str, flag: str) -> str:
     return path
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name the same file: the same path once symbolic links are resolved
+    (also when the file does not exist yet), or, both existing, the same inode (a hard link)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:                     # one does not exist (or cannot be examined): not the same file
+        return False
+
+
 def check_output(args: argparse.Namespace, inputs: list[str], *,
                  suffixes: tuple[str, ...] = (".tif", ".tiff")) -> None:
     """Before any work: refuse an output name without one of ``suffixes`` (``.ome.tif`` ends in ``.tif``),
@@ -82,7 +93,7 @@ def check_output(args: argparse.Namespace, inputs: list[str], *,
         raise ValueError(f"--output: expected a {kinds} file, got {args.output}")
     out = os.path.abspath(args.output)
     for path in inputs:
-        if path and os.path.abspath(path) == out:
+        if path and same_file(path, args.output):
             raise ValueError(f"--output: {args.output} is an input file; inputs are never overwritten")
     if os.path.isdir(out):
         raise IsADirectoryError(f"--output: is a folder, expected {what}: {args.output}")
@@ -97,13 +108,38 @@ def check_outputs(paths: dict[str, str], *, overwrite: bool, inputs: tuple[str, 
     """Before any work, for a command that writes several files: refuse one that would replace an input,
     one whose folder is missing, and one that exists (unless ``overwrite``)."""
     for path in paths.values():
-        if any(p and os.path.abspath(p) == os.path.abspath(path) for p in inputs):
+        if any(p and same_file(p, path) for p in inputs):
             raise ValueError(f"--output: {path} would replace the input; inputs are never overwritten")
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"output folder does not exist: {folder}")
         if os.path.exists(path) and not overwrite:
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def check_flag_outputs(outputs: dict[str, str | None], *, overwrite: bool, inputs: tuple[str | None, ...] = (),
+                       suffixes: dict[str, tuple[str, ...]] | None = None) -> None:
+    """Before any work, for a command whose output files are optional flags (``{flag: path or None}``): refuse,
+    naming the flag, a path without its ``suffixes[flag]``, one that is an input (symbolic and hard links
+    included), a folder, one whose folder is missing, one that exists (unless ``overwrite``), and two flags
+    naming the same file."""
+    given = [(flag, path) for flag, path in outputs.items() if path]
+    for i, (flag, path) in enumerate(given):
+        want = (suffixes or {}).get(flag)
+        if want and not path.lower().endswith(want):
+            raise ValueError(f"{flag}: expected a {' or '.join(want)} file, got {path}")
+        if any(p and same_file(p, path) for p in inputs):
+            raise ValueError(f"{flag}: {path} is an input file; inputs are never overwritten")
+        for other, earlier in given[:i]:
+            if same_file(earlier, path):
+                raise ValueError(f"{flag}: {path} is also the {other} file; give two different files")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{flag}: is a folder, expected a file path: {path}")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{flag}: folder does not exist: {folder}")
+        if os.path.exists(path) and not overwrite:
+            raise FileExistsError(f"{flag}: {path} exists; pass --overwrite to replace it")
 
 
 def output_dir(path: str, *, overwrite: bool) -> str:

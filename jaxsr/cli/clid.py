@@ -3,12 +3,14 @@
 The clear (denoised) image is either INPUT itself (a denoised widefield or
 spinning-disk image, or a time-lapse of them), or the 3S image of an RSFP
 ON/OFF acquisition, AVG(ON) - AVG(OFF), from --on ON.tif --off OFF.tif. The
-PSF is sampled on the fine (upsampled) grid: the pixel-integrated Airy pattern
-by default, or `clid-bessel` (the authors' released PSF), or a measured TIFF
-resampled to the fine grid. The output is in photons per fine pixel, written as
-float32 TIFF with the fine pixel size. RL's constant background is --background
-(a number, or auto: estimated from the clear image; default 0, or the camera
-offset that jaxsr simulate recorded in a raw INPUT).
+PSF is 2D, sampled on the fine (upsampled) grid: the pixel-integrated Airy
+pattern by default, or `clid-bessel` (the authors' released PSF), or a measured
+2D TIFF resampled to the fine grid (taken as sampled at INPUT's pixel size when
+neither its metadata nor --psf-pixel-size gives one). The output is in photons
+per fine pixel, written as float32 TIFF with the fine pixel size and INPUT's
+axes. RL's constant background is --background (a number, or auto: estimated
+from the clear image; default 0, or the camera offset that jaxsr simulate
+recorded in a raw INPUT).
 
 Single-frame super-resolution (3Snet-CLID): with --denoiser, INPUT is a raw,
 noisy frame (or time-lapse of frames, each on its own) that a trained network
@@ -36,13 +38,14 @@ from jaxsr.cli._common import (
     background_value,
     check_output,
     offset_or_recorded,
+    output_axes,
     pixel_size_from,
     positive_int,
     recorded_offset,
     require_input,
     say_recorded_offset,
 )
-from jaxsr.cli._psf import add_psf_arguments, build_psf
+from jaxsr.cli._psf import add_psf_arguments, build_psf, read_psf_file
 from jaxsr.cli.deconvolve import check_upsample, deconvolve_frames, one_line_warnings
 
 HELP = "CLID super-resolution of a clear image or of an RSFP ON/OFF series (3S)"
@@ -69,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="DPS training steps with --denoiser dps (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the DPS training (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    add_psf_arguments(p, default_psf="airy")
+    add_psf_arguments(p, default_psf="airy", three_d=False)   # CLID is 2D: no pupil, z or refractive-index flags
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--denoiser: applies to a single-frame INPUT, not to --on/--off (their 3S image is "
                          "already clear)")
     check_output(args, [args.input, args.on, args.off, args.psf])
+    psf_file = read_psf_file(args, two_d_only=True)   # CLID is 2D: a 3D PSF (pupil, a stack) is refused up front
     if args.on is not None:
         on, meta = read_image(require_input(args.on, "--on"))
         off, _ = read_image(require_input(args.off, "--off"))
@@ -127,9 +131,9 @@ def run(args: argparse.Namespace) -> int:
     pixel = pixel_size_from(args.pixel_size, meta.pixel_size_nm)
     check_upsample(image.shape, args.upsample)
     fine = pixel / args.upsample
-    psf = build_psf(args, pixel_size_nm=fine, z_step_nm=None, image_shape=image.shape)
-    if psf.ndim != 2:
-        raise ValueError(f"--psf: CLID needs a 2D PSF, got shape {psf.shape}")
+    # a PSF TIFF without a pixel size is taken at INPUT's (camera) pixel, then resampled to the fine one
+    psf = build_psf(args, pixel_size_nm=fine, z_step_nm=None, image_shape=image.shape, image_pixel_size_nm=pixel,
+                    psf_file=psf_file)
     frames = image.reshape((-1,) + image.shape[-2:])
 
     def run_one(chunk, tag):
@@ -143,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     with one_line_warnings("clid"):
         result = deconvolve_frames(frames, psf, batch=args.batch, label="CLID", run_one=run_one)
     result = result.reshape(image.shape[:-2] + result.shape[-2:]).astype(np.float32)
-    write_image(args.output, result, pixel_size_nm=fine, overwrite=args.overwrite)
+    write_image(args.output, result, pixel_size_nm=fine, axes=output_axes(meta.axes, result.ndim, 2),
+                overwrite=args.overwrite)
     source = "3S of ON/OFF" if args.on else "clear input" if denoiser is None else f"denoised by {args.denoiser}"
     print(f"wrote {args.output}: {result.shape} float32, pixel {fine:.2f} nm "
           f"({source}, {args.iterations} accelerated RL iterations, PSF {args.psf})")
@@ -179,7 +184,8 @@ def _run_dps(args: argparse.Namespace, image: np.ndarray, meta, offset: float | 
     finally:
         bar.close()
     result = np.asarray(out.image, dtype=np.float32)
-    write_image(args.output, result, pixel_size_nm=out.pixel_size_nm, overwrite=args.overwrite)
+    write_image(args.output, result, pixel_size_nm=out.pixel_size_nm, axes=output_axes(meta.axes, result.ndim, 2),
+                overwrite=args.overwrite)
     print(f"wrote {args.output}: {result.shape} float32, pixel {out.pixel_size_nm:.2f} nm "
           f"(3Snet, then DPS trained {steps} steps on INPUT; grid factor {out.factor:.3f})")
     return 0

@@ -4,8 +4,11 @@ A 2D image or a time-lapse of 2D frames (T, Y, X) is deconvolved with a 2D
 PSF; frames go through in batches (one vectorised call per batch, not one per
 frame). A 3D stack (Z, Y, X) is deconvolved with a 3D PSF (--psf pupil or a 3D
 PSF TIFF). The PSF is a model with parameters or a measured TIFF, resampled to
-the image grid if its pixel size differs; a PSF TIFF is taken as sampled on the
-image grid when neither file nor flag gives a pixel size (and no --upsample).
+the working grid if its pixel size differs. A PSF TIFF whose pixel size neither
+its metadata nor --psf-pixel-size gives is taken as sampled at the image's
+(camera) pixel size, said on stdout, and resampled to the upsampled grid with
+--upsample; with no pixel size anywhere (and no --upsample) it is used as
+sampled on the image grid.
 Input values are photon counts
 (subtract the camera offset first, or give it as --background; an image from
 jaxsr simulate records its camera, whose offset is then the default;
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import warnings
 
@@ -36,7 +38,7 @@ from jaxsr.cli._common import (
     positive_int,
     require_input,
 )
-from jaxsr.cli._psf import PSF_MODELS, add_psf_arguments, build_psf
+from jaxsr.cli._psf import add_psf_arguments, build_psf, read_psf_file
 
 HELP = "Richardson-Lucy deconvolution of an image, stack or time-lapse (TIFF)"
 
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     image, meta = read_image(args.input)
     auto = args.background == "auto"
     background = 0.0 if auto else offset_or_recorded(args.background, meta, "--background") or 0.0
-    psf_file = read_image(args.psf) if args.psf not in PSF_MODELS and os.path.exists(args.psf) else None
+    psf_file = read_psf_file(args)
     same_grid = on_image_grid(args, meta, None if psf_file is None else psf_file[1])
     # without any physical scale, a measured PSF is taken as sampled on the image grid (unit pixels)
     pixel = 1.0 if same_grid else pixel_size_from(args.pixel_size, meta.pixel_size_nm)
@@ -126,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--upsample: only 2D images and time-lapses can be upsampled")
     check_upsample(image.shape, args.upsample)
     fine = pixel / args.upsample
-    psf = build_psf(args, pixel_size_nm=fine, z_step_nm=z_step, image_shape=image.shape)
+    # a PSF TIFF without a pixel size is taken at the image's (camera) pixel, then resampled to the fine one
+    psf = build_psf(args, pixel_size_nm=fine, z_step_nm=z_step, image_shape=image.shape,
+                    image_pixel_size_nm=None if same_grid else pixel, psf_file=psf_file)
 
     spatial = psf.ndim
     lead = image.shape[:-spatial]

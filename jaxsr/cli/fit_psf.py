@@ -3,7 +3,8 @@
 The brightest voxel is taken as the bead; a crop of --crop pixels around it is
 fitted (shared PSF parameters, the bead's position, photons and background).
 Prints the fitted parameters; --json writes them, --psf-out writes the fitted
-PSF as a TIFF (both atomically, never over an existing file without --overwrite).
+PSF as a TIFF (both atomically, never over an existing file without --overwrite,
+never over IMAGE; both checked before the fit).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 
 import numpy as np
 
-from jaxsr.cli._common import pixel_size_from, positive_float, positive_int, require_input
+from jaxsr.cli._common import check_flag_outputs, pixel_size_from, positive_float, positive_int, require_input
 
 HELP = "fit a PSF model (pupil/Zernike, Airy, Gaussian, astigmatic) to a bead image"
 
@@ -36,15 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from jaxsr.io import read_image, write_image, write_json
     from jaxsr.optics import PSF_MODELS, fit_psf
 
-    for path in (args.json_out, args.psf_out):
-        if path and os.path.exists(path) and not args.overwrite:
-            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
     require_input(args.image, "IMAGE")
+    # every output checked before the fit: never the input, a TIFF for --psf-out, its folder there
+    check_flag_outputs({"--json": args.json_out, "--psf-out": args.psf_out}, overwrite=args.overwrite,
+                       inputs=(args.image,), suffixes={"--psf-out": (".tif", ".tiff")})
     data, meta = read_image(args.image)
     spec = PSF_MODELS[args.model]
     if data.ndim != spec.ndim:
@@ -59,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
                for ax, c in enumerate(peak))
     crop = data[sl]
     init = {}
-    for name, value in (("na", args.na), ("wavelength_nm", args.wavelength), ("refractive_index", args.refractive_index)):
+    for name, value in (("na", args.na), ("wavelength_nm", args.wavelength),
+                        ("refractive_index", args.refractive_index)):
         if value is not None:
             init[name] = value
     res = fit_psf(crop, model=args.model, pixel_size_nm=pixel, z_step_nm=z_step, init=init,

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsr._validate import as_float_array, check_finite
+from jaxsr._validate import as_float_array, check_finite, check_int, positive_float, real_float
 
 __all__ = ["estimate_background"]
 
@@ -60,19 +60,20 @@ def estimate_background(image: Any, *, sigma_px: float = 2.0, percentile: float 
         float32 (float64 for float64 input).
 
     Raises:
-        ValueError: a non-positive ``sigma_px``, ``percentile`` outside ``[0, 100]``, ``spatial`` not 2 or
-            3, fewer than ``spatial`` axes, non-finite values.
+        ValueError: a non-positive or non-finite ``sigma_px``, ``percentile`` outside ``[0, 100]``,
+            ``spatial`` not 2 or 3, fewer than ``spatial`` axes, non-finite values.
+        TypeError: ``sigma_px`` or ``percentile`` not a real number (a string, a list), ``spatial`` not an
+            int, ``image`` not numeric.
 
     >>> import jax.numpy as jnp
     >>> float(estimate_background(jnp.full((16, 16), 7.0)))
     7.0
     """
+    spatial = check_int(spatial, "spatial")
     if spatial not in (2, 3):
         raise ValueError(f"argument 'spatial': expected 2 or 3 spatial axes, got {spatial!r}")
-    sigma = float(sigma_px)
-    if not (np.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"argument 'sigma_px': expected a positive width in pixels, got {sigma_px!r}")
-    q = float(percentile)
+    sigma = positive_float(sigma_px, "sigma_px")
+    q = real_float(percentile, "percentile", "a number in [0, 100]")
     if not (0.0 <= q <= 100.0):
         raise ValueError(f"argument 'percentile': expected a value in [0, 100], got {percentile!r}")
     x = as_float_array(image, "image")

@@ -265,3 +265,66 @@ def test_console_entry_point_exit_code(tmp_path):
                           capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "nope.tif" in proc.stderr
+
+
+def test_fit_psf_checks_every_output_first(tmp_path, capsys, one_line_error, monkeypatch):
+    """fit-psf refuses, before fitting and naming the flag, an output that is the input (even with --overwrite,
+    or through a symbolic link), a --psf-out that is not a TIFF, a missing folder, and --json and --psf-out
+    naming the same file; the input is left as it was."""
+    import jaxsr.optics
+
+    bead = 2e4 * np.asarray(gaussian_psf_2d((21, 21), sigma_nm=120.0, pixel_size_nm=100.0)) + 5.0
+    path = tmp_path / "bead.tif"
+    write_image(path, bead.astype(np.float32), pixel_size_nm=100.0)
+    before = path.read_bytes()
+    calls = []
+    monkeypatch.setattr(jaxsr.optics, "fit_psf", lambda *a, **k: calls.append(1) or 1 / 0)
+    os.symlink(path, tmp_path / "link.tif")
+    base = ["fit-psf", str(path), "--model", "gaussian2d", "--overwrite"]
+    cases = [(["--psf-out", str(path)], "--psf-out: "), (["--json", str(path)], "--json: "),
+             (["--psf-out", str(tmp_path / "link.tif")], "input"),
+             (["--psf-out", str(tmp_path / "psf.png")], "--psf-out: expected a .tif"),
+             (["--psf-out", str(tmp_path / "nosuch" / "psf.tif")], "--psf-out: folder does not exist"),
+             (["--json", str(tmp_path / "nosuch" / "fit.json")], "--json: folder does not exist"),
+             (["--json", str(tmp_path / "same.tif"), "--psf-out", str(tmp_path / "same.tif")], "--psf-out: "),
+             (["--json", str(tmp_path)], "--json: is a folder")]
+    for extra, word in cases:
+        assert main(base + extra) == 2, extra
+        one_line_error(word)
+    assert not calls and path.read_bytes() == before
+    assert not (tmp_path / "psf.png").exists() and not (tmp_path / "same.tif").exists()
+    assert os.path.islink(tmp_path / "link.tif")
+
+
+def test_outputs_never_replace_an_input_through_a_link(tmp_path):
+    """check_output / check_outputs / check_flag_outputs compare real paths and inodes: an output that is a
+    symbolic or a hard link to an input (or an input that links to the output) is refused."""
+    import argparse
+
+    from jaxsr.cli._common import check_flag_outputs, check_output, check_outputs, same_file
+
+    src = tmp_path / "in.tif"
+    src.write_bytes(b"x")
+    os.symlink(src, tmp_path / "soft.tif")
+    links = [tmp_path / "soft.tif"]
+    try:
+        os.link(src, tmp_path / "hard.tif")
+        links.append(tmp_path / "hard.tif")
+    except OSError:
+        pass
+    for link in links:
+        assert same_file(str(link), str(src)) and same_file(str(src), str(link))
+        for inp, out in ((str(src), str(link)), (str(link), str(src))):
+            with pytest.raises(ValueError, match="input"):
+                check_output(argparse.Namespace(output=out, overwrite=True), [inp])
+            with pytest.raises(ValueError, match="input"):
+                check_outputs({"image": out}, overwrite=True, inputs=(inp,))
+            with pytest.raises(ValueError, match="--psf-out: .*input"):
+                check_flag_outputs({"--psf-out": out}, overwrite=True, inputs=(inp,))
+    # a path through a linked folder is resolved too; a new file or another file is not the input
+    os.symlink(tmp_path, tmp_path / "dirlink")
+    assert same_file(str(tmp_path / "dirlink" / "in.tif"), str(src))
+    assert not same_file(str(tmp_path / "new.tif"), str(src))
+    (tmp_path / "other.tif").write_bytes(b"x")
+    assert not same_file(str(tmp_path / "other.tif"), str(src))
+    check_output(argparse.Namespace(output=str(tmp_path / "other.tif"), overwrite=True), [str(src)])

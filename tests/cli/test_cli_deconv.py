@@ -139,3 +139,108 @@ def test_errors(beads, capsys, one_line_error):
     one_line_error("--on")
     with pytest.raises(SystemExit):
         main(["deconvolve", img, "-o", str(folder / "x.tif"), "--iterations", "0"])
+
+
+@pytest.mark.parametrize("cmd", ["clid", "deconvolve"])
+def test_psf_tiff_without_pixel_size_is_taken_at_the_camera_pixel(beads, capsys, cmd):
+    """A PSF TIFF with no pixel size, measured on the camera (65 nm), with --upsample 3: it is taken at the
+    image's 65 nm pixel (as --psf-pixel-size's help says) and resampled to the 21.7 nm grid, said on stdout;
+    the same result as --psf-pixel-size 65 and as a PSF TIFF recording 65 nm (it was taken at the fine
+    pixel, a PSF 3x too narrow)."""
+    from jaxsr.optics import airy_psf_2d
+
+    folder, _, _ = beads
+    psf = np.asarray(airy_psf_2d((15, 15), na=1.4, wavelength_nm=520.0, pixel_size_nm=65.0), np.float32)
+    write_image(folder / "psf_bare.tif", psf)                              # no pixel size
+    write_image(folder / "psf_65.tif", psf, pixel_size_nm=65.0)
+    assert read_image(folder / "psf_bare.tif")[1].pixel_size_nm is None
+    base = [cmd, str(folder / "img.tif"), "--upsample", "3", "--iterations", "10", "--background", "1"]
+
+    def run(name, *extra):
+        out = folder / f"{cmd}_{name}.tif"
+        assert main(base + ["-o", str(out), *extra]) == 0
+        dec, meta = read_image(out)
+        assert dec.shape == (144, 144) and meta.pixel_size_nm == pytest.approx(65.0 / 3)
+        return dec, capsys.readouterr().out
+
+    capsys.readouterr()
+    bare, said = run("bare", "--psf", str(folder / "psf_bare.tif"))
+    assert "--psf-pixel-size:" in said and "records no pixel size; taken as the image's 65 nm" in said
+    assert "resampled to the 21.67 nm" in said
+    flagged, said = run("flag", "--psf", str(folder / "psf_bare.tif"), "--psf-pixel-size", "65")
+    assert "records no pixel size" not in said
+    recorded, said = run("meta", "--psf", str(folder / "psf_65.tif"))
+    assert "records no pixel size" not in said
+    np.testing.assert_array_equal(bare, flagged)
+    np.testing.assert_array_equal(bare, recorded)
+    # the old fallback (the PSF at the fine pixel) gives another result
+    fine, _ = run("fine", "--psf", str(folder / "psf_bare.tif"), "--psf-pixel-size", repr(65.0 / 3))
+    assert not np.allclose(bare, fine, rtol=1e-2, atol=1e-2 * bare.max())
+
+
+def test_clid_keeps_the_time_axis(beads, capsys):
+    """A time-lapse (T, Y, X) comes out of jaxsr clid as TYX (it was written as ZYX), its frames apart."""
+    folder, img, _ = beads
+    frames = np.stack([img, 2 * img]).astype(np.float32)
+    write_image(folder / "movie.tif", frames, pixel_size_nm=65.0, axes="TYX")
+    out = folder / "movie_clid.tif"
+    assert main(["clid", str(folder / "movie.tif"), "-o", str(out), "--iterations", "5", "--upsample", "2",
+                 "--background", "0"]) == 0
+    sr, meta = read_image(out)
+    assert sr.shape == (2, 96, 96) and meta.axes == "TYX" and meta.pixel_size_nm == pytest.approx(32.5)
+    np.testing.assert_allclose(sr[1], 2 * sr[0], rtol=2e-3, atol=1e-3 * sr.max())
+    # a single frame stays YX; a plain multi-page TIFF (axes QYX) becomes TYX
+    import tifffile
+
+    tifffile.imwrite(folder / "pages.tif", frames)
+    assert main(["clid", str(folder / "pages.tif"), "-o", str(folder / "pages_clid.tif"), "--iterations", "2",
+                 "--upsample", "2", "--pixel-size", "65"]) == 0
+    assert read_image(folder / "pages_clid.tif")[1].axes == "TYX"
+    assert main(["clid", str(folder / "img.tif"), "-o", str(folder / "one.tif"), "--iterations", "2"]) == 0
+    assert read_image(folder / "one.tif")[1].axes == "YX"
+
+
+def test_clid_is_2d_only(beads, capsys, one_line_error):
+    """CLID refuses a 3D PSF up front (--psf pupil, a 3D PSF TIFF), naming --psf, before reading INPUT, and does
+    not offer the z and refractive-index flags of the 3D pupil PSF (they were accepted and ignored)."""
+    folder, img, _ = beads
+    out = folder / "x.tif"
+    missing = str(folder / "no_such_input.tif")                 # never read: the PSF is checked first
+    assert main(["clid", missing, "-o", str(out), "--psf", "pupil"]) == 2
+    one_line_error("--psf: CLID needs a 2D PSF")
+    write_image(folder / "psf3d.tif", np.ones((3, 5, 5), np.float32), pixel_size_nm=65.0, z_step_nm=200.0)
+    assert main(["clid", missing, "-o", str(out), "--psf", str(folder / "psf3d.tif")]) == 2
+    one_line_error("--psf: CLID needs a 2D PSF")
+    for flag, value in (("--z-step", "200"), ("--psf-z-step", "200"), ("--refractive-index", "1.33")):
+        with pytest.raises(SystemExit) as exc:
+            main(["clid", str(folder / "img.tif"), "-o", str(out), flag, value])
+        assert exc.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["clid", "--help"])
+    helptext = capsys.readouterr().out
+    assert "--z-step" not in helptext and "--refractive-index" not in helptext and "pupil" not in helptext
+    assert not out.exists()
+    # deconvolve keeps them (3D stacks)
+    with pytest.raises(SystemExit):
+        main(["deconvolve", "--help"])
+    assert "--z-step" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink"])
+def test_deconvolve_never_overwrites_its_input_through_a_link(beads, capsys, one_line_error, kind):
+    """`ln -s img.tif link.tif; jaxsr deconvolve link.tif -o img.tif --overwrite` (and the hard-link case)
+    is refused: the input is the output's file (the guard compared absolute paths, not real ones)."""
+    import os
+
+    folder, _, _ = beads
+    src, link = folder / "img.tif", folder / "link.tif"
+    try:
+        (os.symlink if kind == "symlink" else os.link)(src, link)
+    except OSError as err:                                     # no hard links on this file system
+        pytest.skip(f"cannot make a {kind}: {err}")
+    before = src.read_bytes()
+    for inp, out in ((link, src), (src, link)):
+        assert main(["deconvolve", str(inp), "-o", str(out), "--overwrite", "--iterations", "2"]) == 2
+        one_line_error("is an input file")
+    assert src.read_bytes() == before and link.read_bytes() == before
+    assert os.path.islink(link) == (kind == "symlink")

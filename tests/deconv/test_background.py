@@ -102,3 +102,23 @@ def test_flat_and_zero_images(x64):
     grad = jax.grad(estimate_background)(flat)
     assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.sum(grad)) == pytest.approx(1.0)
     assert float(estimate_background(jnp.zeros((5, 5)))) == 0.0
+
+
+@pytest.mark.parametrize("kw,word", [({"sigma_px": "2"}, "sigma_px"), ({"sigma_px": True}, "sigma_px"),
+                                     ({"sigma_px": [1.0, 2.0]}, "sigma_px"), ({"percentile": [5, 10]}, "percentile"),
+                                     ({"percentile": "5"}, "percentile"), ({"spatial": 2.0}, "spatial"),
+                                     ({"spatial": True}, "spatial"), ({"spatial": "2"}, "spatial")])
+def test_bad_option_types_name_the_argument(kw, word):
+    """A string, a bool, a list or a float where an int is meant: a one-line TypeError naming the argument (a
+    string sigma was parsed, a list percentile or a float spatial raised unnamed errors)."""
+    with pytest.raises(TypeError, match=f"argument '{word}'") as exc:
+        estimate_background(np.ones((8, 8), np.float32), **kw)
+    assert "\n" not in str(exc.value)
+
+
+def test_numpy_scalar_options_still_accepted(rng):
+    image = rng.gamma(2.0, 10.0, size=(2, 9, 9)).astype(np.float32)
+    want = np.asarray(estimate_background(image, sigma_px=1.5, percentile=10.0, spatial=2))
+    got = estimate_background(image, sigma_px=np.float32(1.5), percentile=np.int64(10), spatial=np.int64(2))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(want, [_reference(f, 1.5, 10.0, 2) for f in image], rtol=1e-5)

@@ -306,3 +306,27 @@ def test_expected_image_bad_inputs():
         expected_image(obj, psf, background_photons=jnp.ones((3, 3)), binning=2)
     with pytest.raises(ValueError, match="factor"):
         expected_image(obj, psf, binning=3)
+
+
+def test_expected_image_background_may_not_grow_the_image():
+    """The background broadcasts *to* the binned image: one that would add an axis or enlarge one (a
+    (2, 4, 4) background on a (4, 4) image used to return two images) is refused naming it, in
+    expected_image and in form_image; smaller ones (a scalar, a row, a column, one per frame) still add."""
+    from jaxsr.forward import form_image
+
+    obj, psf = jnp.ones((8, 8)), jnp.ones((3, 3)) / 9
+    for bad in (jnp.ones((2, 4, 4)), jnp.ones((1, 4, 4)), jnp.ones((4, 1, 1))):
+        with pytest.raises(ValueError, match="argument 'background_photons'.*binned image shape \\(4, 4\\)"):
+            expected_image(obj, psf, background_photons=bad, binning=2)
+        with pytest.raises(ValueError, match="argument 'background_photons'"):
+            form_image(jax.random.key(0), obj, psf, background_photons=bad, binning=2)
+    with pytest.raises(ValueError, match="argument 'background_photons'"):    # a (3, 1, 1) on 2 frames
+        expected_image(jnp.ones((2, 8, 8)), psf, background_photons=jnp.ones((3, 1, 1)), binning=2)
+    base = np.asarray(expected_image(obj, psf, binning=2))
+    for good in (2.0, jnp.full((4,), 2.0), jnp.full((4, 1), 2.0), jnp.full((1, 4), 2.0), jnp.full((4, 4), 2.0)):
+        out = expected_image(obj, psf, background_photons=good, binning=2)
+        assert out.shape == (4, 4)
+        np.testing.assert_allclose(out, base + 2.0, rtol=1e-6)
+    frames = expected_image(jnp.ones((2, 8, 8)), psf, background_photons=jnp.array([1.0, 3.0])[:, None, None],
+                            binning=2)
+    np.testing.assert_allclose(frames[1] - frames[0], 2.0, rtol=1e-6)
