@@ -43,7 +43,7 @@ HELP = "denoise a frame or time-lapse with a trained network (3Snet by default) 
 # Names of library arguments -> the flags that set them, for one-line errors that name the flag.
 _FLAGS = {"model": "--model", "image": "INPUT", "tile": "--tile", "overlap": "--overlap",
           "batch_size": "--batch", "offset": "--offset", "patch_size": "--patch-size", "steps": "--steps",
-          "images": "INPUT", "train": "--patch-size", "path": "--save-model"}
+          "images": "INPUT", "train": "--patch-size", "path": "--save-model", "seed": "--seed"}
 
 
 @contextlib.contextmanager
@@ -151,8 +151,9 @@ def _self_supervised_model(args: argparse.Namespace, image: np.ndarray):
     patch = SELF_SUPERVISED_TRAIN.patch_size if args.patch_size is None else args.patch_size
     seed = args.seed or 0
     every = max(1, min(100, steps // 10))
-    train = dataclasses.replace(SELF_SUPERVISED_TRAIN, steps=steps, seed=seed, eval_every=every,
-                                patch_size=min(patch, *image.shape[-2:]))
+    with flag_errors(_FLAGS):  # TrainConfig checks the seed (>= 0): the error names --seed
+        train = dataclasses.replace(SELF_SUPERVISED_TRAIN, steps=steps, seed=seed, eval_every=every,
+                                    patch_size=min(patch, *image.shape[-2:]))
     bar = TrainProgress(steps, "self-supervised training", every=every)
     try:
         with flag_errors(_FLAGS):

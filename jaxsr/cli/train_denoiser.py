@@ -35,6 +35,7 @@ from jaxsr.cli.denoise import flag_errors
 HELP = "train a 3Snet denoiser on ON/OFF series (lambda sweep, resumable checkpoints)"
 
 EXIT_DIVERGED = 3
+_TEST_FRACTION = 0.2  # the fraction of the rows held out (at the bottom) for the test pSNR
 _FLAGS = {"on": "--on", "off": "--off", "patch_size": "--patch-size", "batch_size": "--batch-size",
           "lam": "--lambda", "checkpoint_dir": "--checkpoint-dir", "steps": "--steps",
           "learning_rate": "--learning-rate", "test_fraction": "--on", "ks": "--on", "path": "--output",
@@ -137,6 +138,26 @@ def _read_series(path: str, flag: str) -> np.ndarray:
     return series
 
 
+def _check_test_rows(shape: tuple[int, int], config) -> None:
+    """Before training: the held-out bottom fifth of the frames must be large enough for the network
+    (the test pSNR denoises it every few steps), else a one-line error naming --on and --depth."""
+    from jaxsr.nn.three_snet import _test_rows
+
+    ny, nx = shape
+    m = config.multiple
+    n_test = _test_rows(ny, _TEST_FRACTION)
+    if nx < m:
+        raise ValueError(f"--on: frames {nx} pixels wide are narrower than the network's minimum of {m} "
+                         f"(--depth {config.depth}); use a smaller --depth")
+    if n_test < m:
+        rows = max(1, math.ceil((m - 0.5) / _TEST_FRACTION) - 1)
+        while _test_rows(rows, _TEST_FRACTION) < m:
+            rows += 1
+        raise ValueError(f"--on: the test pSNR holds out the bottom {n_test} of the {ny} rows, fewer than the "
+                         f"network's minimum of {m} (--depth {config.depth}); use frames of at least {rows} rows "
+                         "or a smaller --depth")
+
+
 def _fmt_lambda(lam: float) -> str:
     return "inf" if math.isinf(lam) else f"{lam:g}"
 
@@ -177,10 +198,11 @@ def run(args: argparse.Namespace) -> int:
         train = TrainConfig(steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size,
                             learning_rate=args.learning_rate, eval_every=every, checkpoint_every=every,
                             seed=args.seed)
+    _check_test_rows(on.shape[-2:], config)
     key = jax.random.key(args.seed)
     k_data, k_train = jax.random.split(key)
     with flag_errors(_FLAGS):
-        data = three_snet_data(k_data, on, off, offset=args.offset)
+        data = three_snet_data(k_data, on, off, offset=args.offset, test_fraction=_TEST_FRACTION)
     sweep = args.lam == "auto"
     lambdas = LAMBDAS if sweep else (args.lam,)
 

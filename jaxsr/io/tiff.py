@@ -299,6 +299,26 @@ def _imagej_metadata(tif: tifffile.TiffFile, page: Any, extra: dict) -> tuple[fl
 # public API
 
 
+def _imagej_calibration(pixel_size_nm: float | None, z_step_nm: float | None) -> dict[str, Any]:
+    """The ImageJ description keys of a calibration (the pixel size itself goes in the resolution tags).
+
+    ``unit=um`` calibrates x and y (with the resolution tags) and z; a z step without a pixel size gets
+    ``zunit=um`` alone, so x and y stay uncalibrated (``unit`` would turn tifffile's default resolution
+    of 1 pixel per unit into a 1000 nm pixel size).
+
+    >>> _imagej_calibration(None, 200.0)
+    {'zunit': 'um', 'spacing': 0.2}
+    """
+    keys: dict[str, Any] = {}
+    if pixel_size_nm is not None:
+        keys["unit"] = "um"
+    elif z_step_nm is not None:
+        keys["zunit"] = "um"
+    if z_step_nm is not None:
+        keys["spacing"] = z_step_nm / 1e3
+    return keys
+
+
 def read_image(path: str | os.PathLike, *, dtype: Any = np.float32) -> tuple[np.ndarray, ImageMetadata]:
     """Read a TIFF / OME-TIFF image and its pixel size.
 
@@ -315,7 +335,8 @@ def read_image(path: str | os.PathLike, *, dtype: Any = np.float32) -> tuple[np.
         path: the file (``str`` or ``os.PathLike``).
         dtype: the returned dtype, ``float32`` by default; ``None`` keeps the
             stored dtype. A conversion that would lose the kind of the data
-            (float to int, signed to unsigned) is refused.
+            (float to int, signed to unsigned) is refused, and so is an integer
+            dtype whose range does not hold every stored value.
 
     Returns:
         ``(image, metadata)``: a NumPy array shaped as ``metadata.axes`` (e.g.
@@ -389,6 +410,14 @@ def read_image(path: str | os.PathLike, *, dtype: Any = np.float32) -> tuple[np.
                 f"argument 'dtype': cannot convert the stored {data.dtype} data of '{file}' to {out_dtype} "
                 "without changing its kind; pass dtype=None to keep the stored dtype"
             )
+        if out_dtype.kind in "iu" and data.size:  # astype would wrap values out of range around
+            info = np.iinfo(out_dtype)
+            lo, hi = int(data.min()), int(data.max())
+            if lo < info.min or hi > info.max:
+                raise ValueError(
+                    f"argument 'dtype': the stored {data.dtype} data of '{file}' span [{lo}, {hi}], outside the "
+                    f"range of {out_dtype} [{info.min}, {info.max}]; pass a wider dtype or dtype=None"
+                )
         data = data.astype(out_dtype)
     metadata = ImageMetadata(pixel_size_nm=pixel_x, z_step_nm=z_step, axes=axes, extra=extra)
     return data, metadata
@@ -504,13 +533,10 @@ def write_image(
         options.update(ome=True, metadata=metadata)
     else:
         metadata = {"axes": letters, _AXES_RECORD_KEY: letters, **notes}
-        if pixel is not None or z_step is not None:
-            metadata["unit"] = "um"
+        metadata.update(_imagej_calibration(pixel, z_step))
         if pixel is not None:
             per_um = 1e3 / pixel
             options["resolution"] = (per_um, per_um)
-        if z_step is not None:
-            metadata["spacing"] = z_step / 1e3
         options.update(imagej=True, metadata=metadata)
 
     with atomic_path(target, overwrite=bool(overwrite)) as tmp:

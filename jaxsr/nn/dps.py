@@ -85,7 +85,7 @@ from jaxsr.deconv.sparse import BACKGROUNDS, _apply, _background, _component_wei
 from jaxsr.forward import bin_image, convolve
 from jaxsr.metrics.quality import ssim
 from jaxsr.nn.data import augment_d4, random_patches
-from jaxsr.nn.train import TrainConfig, TrainResult, fit, resolve_configs
+from jaxsr.nn.train import TrainConfig, TrainResult, data_fingerprint, fit, resolve_configs
 from jaxsr.nn.unet import UNetConfig, unet_apply, unet_init
 from jaxsr.optics.psf import airy_psf_2d, gaussian_psf_2d
 
@@ -727,7 +727,8 @@ def train_dps(
     params = unet_init(key, config=config, dtype=images.dtype)
 
     loss_fn, sample_batch = _dps_step_functions(config, p, train.batch_size, tuple(weights.items()))
-    meta = {"kind": "dps", "unet": config.to_dict(), "weights": weights, "psf_shape": list(psf.shape)}
+    meta = {"kind": "dps", "unet": config.to_dict(), "weights": weights, "psf_shape": list(psf.shape),
+            "data": data_fingerprint(images, psf)}  # a checkpoint of a run on other images or PSF is refused
     # the images and the PSF are arguments of the compiled step: see _dps_step_functions
     return fit(loss_fn, params, sample_batch, config=train, checkpoint_dir=checkpoint_dir, meta=meta,
                evaluate=evaluate, callback=callback, data=images, hyper=psf)

@@ -34,6 +34,7 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.traverse_util import flatten_dict
 
 from jaxsr._validate import as_float_array, check_finite, check_ndim
 from jaxsr.io.atomic import atomic_path, write_json
@@ -169,12 +170,22 @@ def read_model_params(path: Path, unet: UNetConfig | None = None, *, init=None):
     template = jax.eval_shape(lambda: init(jax.random.key(0)))
     template = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), template)
     try:
-        params = flax.serialization.from_bytes(template, (path / "params.msgpack").read_bytes())
+        state = flax.serialization.msgpack_restore((path / "params.msgpack").read_bytes())
+        params = flax.serialization.from_state_dict(template, state)
+        # from_state_dict ignores entries the template lacks: a file with more layers is another network
+        stored = set(flatten_dict(state, sep="/"))
     except Exception as exc:
         raise ValueError(f"argument 'model': corrupt params.msgpack in {path} ({exc})") from None
+    extra = sorted(stored - set(flatten_dict(flax.serialization.to_state_dict(template), sep="/")))
+    if extra:
+        more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
+        raise ValueError(f"argument 'model': params.msgpack in {path} does not match its model.json (weights it "
+                         f"does not declare: {', '.join(extra[:3])}{more})")
     for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(template)):
         if np.shape(a) != np.shape(b):
             raise ValueError(f"argument 'model': params.msgpack in {path} does not match its model.json")
+    if not all(np.all(np.isfinite(a)) for a in jax.tree_util.tree_leaves(params)):
+        raise ValueError(f"argument 'model': params.msgpack in {path} holds NaN or infinite weights")
     return jax.tree_util.tree_map(jnp.asarray, params)
 
 
@@ -204,6 +215,10 @@ def load_model(path) -> DenoiserModel:
             model for another input rank; the message names ``model``.
     """
     path, meta = read_model_meta(path)
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    if isinstance(kind, str) and kind not in MODEL_KINDS:  # a valid model of another network, not a corrupt one
+        raise ValueError(f"argument 'model': {path} is not a denoiser (kind {kind!r}); denoising takes a model of "
+                         f"kind {' or '.join(repr(k) for k in MODEL_KINDS)}")
     try:
         unet = UNetConfig.from_dict(meta["unet"])
         kind, norm = meta["kind"], meta["normalization"]
@@ -293,12 +308,15 @@ def denoise(image, *, model: DenoiserModel | str | os.PathLike | None = None, of
     Args:
         image: ``(..., y, x)`` frame(s) in camera units; leading axes are
             frames (a time-lapse), each denoised on its own. Both sides at
-            least ``model.min_size`` (32 px for the shipped 3Snet). Finite.
+            least ``model.min_size`` pixels (``2**depth`` of the model's
+            U-Net; see :attr:`DenoiserModel.min_size`). Finite.
         model: a :class:`DenoiserModel`, a model directory, or ``None`` for the
             shipped 3Snet (:func:`pretrained_path`).
-        offset: camera offset to subtract (camera units); ``None`` uses the
-            model's (0 for the shipped model, which expects background-including
-            frames without a camera offset, 0-255 or photon-like units).
+        offset: camera offset to subtract (camera units): a finite number, or
+            an array broadcastable to the frame axes ``(...)`` (one offset per
+            frame); ``None`` uses the model's (0 for the shipped model, which
+            expects background-including frames without a camera offset, 0-255
+            or photon-like units).
         tile: tile side for tiled inference, or ``None``: the whole frame at once
             up to 1024 x 1024 pixels, 512 px tiles above.
         overlap: tile overlap in pixels (blended smoothly).
@@ -329,10 +347,16 @@ def denoise(image, *, model: DenoiserModel | str | os.PathLike | None = None, of
             f"minimum of {model.min_size} x {model.min_size}"
         )
     check_finite(image, "image")
-    offset = model.offset if offset is None else offset
     batch_shape, spatial = image.shape[:-2], image.shape[-2:]
+    offset = as_float_array(model.offset if offset is None else offset, "offset")
+    check_finite(offset, "offset")
+    try:
+        offset = jnp.broadcast_to(offset.astype(image.dtype), batch_shape)
+    except ValueError:
+        raise ValueError(f"argument 'offset': expected a number or an array broadcastable to the frame axes "
+                         f"{tuple(batch_shape)}, got shape {tuple(offset.shape)}") from None
     frames = image.reshape((-1,) + spatial)
-    x, m, s = _normalize(frames, model.normalization, jnp.asarray(offset, frames.dtype))
+    x, m, s = _normalize(frames, model.normalization, offset.reshape(-1)[:, None, None])
     if tile is None and spatial[0] * spatial[1] <= _WHOLE_FRAME_PIXELS:
         out = _whole_frames(model.params, x, model.unet, bool(tta), batch_size)
     else:

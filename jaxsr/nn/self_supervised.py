@@ -43,7 +43,7 @@ import numpy as np
 from jaxsr._validate import as_float_array, check_choice, check_finite, check_int, check_shape, real_float
 from jaxsr.nn.data import augment_d4, random_patches
 from jaxsr.nn.model import NORMALIZATIONS, DenoiserModel, _normalize
-from jaxsr.nn.train import TrainConfig, fit, resolve_configs
+from jaxsr.nn.train import TrainConfig, data_fingerprint, fit, resolve_configs
 from jaxsr.nn.unet import UNetConfig, unet_apply, unet_init
 
 __all__ = [
@@ -473,7 +473,8 @@ def train_self_supervised(
 
     params = unet_init(key, config=config)
     meta = {"kind": "n2v", "unet": config.to_dict(), "fraction": fraction, "radius": radius,
-            "normalization": normalization, "data_shape": list(images.shape)}
+            "normalization": normalization, "data_shape": list(images.shape),
+            "data": data_fingerprint(images)}  # a checkpoint of a run on other frames is refused
     result = fit(loss_fn, params, sample_batch, config=train, checkpoint_dir=checkpoint_dir, meta=meta,
                  callback=callback)
     info = {

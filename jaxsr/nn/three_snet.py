@@ -43,7 +43,7 @@ from jaxsr._validate import as_float_array, check_finite, check_int
 from jaxsr.metrics.quality import psnr
 from jaxsr.nn.data import augment_d4
 from jaxsr.nn.model import DenoiserModel, _frame_scale, denoise
-from jaxsr.nn.train import TrainConfig, fit, resolve_configs
+from jaxsr.nn.train import TrainConfig, data_fingerprint, fit, resolve_configs
 from jaxsr.nn.unet import UNet, UNetConfig, unet_init
 
 __all__ = [
@@ -182,7 +182,7 @@ def three_snet_data(key, on, off, *, ks=DEFAULT_KS, n_combinations=50, test_frac
     gt = jnp.mean(on, axis=1) - jnp.mean(off, axis=1)
     on = on - offset
     ny = on.shape[2]
-    n_test = int(round(ny * float(test_fraction)))
+    n_test = _test_rows(ny, test_fraction)
     if n_test and ny - n_test < 8:
         raise ValueError(f"argument 'test_fraction': leaves fewer than 8 training rows of {ny}")
     train_on, train_gt = on[:, :, : ny - n_test], gt[:, : ny - n_test]
@@ -195,6 +195,36 @@ def three_snet_data(key, on, off, *, ks=DEFAULT_KS, n_combinations=50, test_frac
         test_on = on[:, : min(test_frames, n), ny - n_test:]
         test_gt = gt[:, ny - n_test:]
     return ThreeSNetData(train_on, train_gt, wx, wy, scale, test_on, test_gt)
+
+
+def _test_rows(ny: int, test_fraction) -> int:
+    """Rows of a field of ``ny`` rows that :func:`three_snet_data` holds out for testing."""
+    return int(round(ny * float(test_fraction)))
+
+
+def _check_test_split(ny: int, nx: int, n_test: int, test_fraction, config: UNetConfig):
+    """The held-out rows must be a frame the network can denoise (at least ``2**depth`` on each side).
+
+    Raises before training: otherwise the first evaluation (step ``eval_every``) fails in :func:`denoise`.
+    """
+    if not n_test:
+        return
+    m = config.multiple
+    if nx < m:
+        raise ValueError(
+            f"argument 'on': frames {nx} pixels wide are narrower than the network's minimum of {m} "
+            f"(2**depth, depth {config.depth}); use a network of smaller depth"
+        )
+    if n_test < m:
+        tf = float(test_fraction)
+        rows = max(1, math.ceil((m - 0.5) / tf) - 1)
+        while _test_rows(rows, tf) < m:
+            rows += 1
+        raise ValueError(
+            f"argument 'test_fraction': {tf:g} of {ny} rows holds out {n_test} test rows, fewer than the "
+            f"network's minimum of {m} (2**depth, depth {config.depth}); the test pSNR needs fields of at "
+            f"least {rows} rows, a larger test_fraction or a network of smaller depth"
+        )
 
 
 def _check_patch(data: ThreeSNetData, patch_size):
@@ -320,8 +350,16 @@ def train_3snet(
         raise ValueError(f"argument 'lam': expected a number >= 0 (or inf), got {lam}")
     k_data, k_init = jax.random.split(key)
     if data is None:
+        shape = np.shape(on)
+        if len(shape) >= 2 and 0.0 <= float(test_fraction) <= 0.5:  # else three_snet_data says what is wrong
+            ny, nx = shape[-2:]
+            _check_test_split(ny, nx, _test_rows(ny, test_fraction), test_fraction, config)
         data = three_snet_data(k_data, on, off, ks=ks, n_combinations=n_combinations,
                                test_fraction=test_fraction, offset=offset)
+    elif data.test_on is not None:
+        n_test, nx = data.test_on.shape[-2:]
+        ny = n_test + data.on.shape[-2]
+        _check_test_split(ny, nx, n_test, n_test / ny, config)
     _check_patch(data, train.patch_size)
     supervised = math.isinf(lam)
     loss_fn, sample = _step_functions(config, train.patch_size, train.batch_size, supervised)
@@ -340,7 +378,10 @@ def train_3snet(
             raise ValueError("argument 'init': expected a DenoiserModel with the same UNetConfig as 'config'")
         params = init.params
     meta = {"kind": "3snet", "unet": config.to_dict(), "lambda": "inf" if math.isinf(lam) else lam,
-            "offset": float(offset), "init": None if init is None else init.info.get("fingerprint", "model")}
+            "offset": float(offset), "init": None if init is None else init.info.get("fingerprint", "model"),
+            # the training data, pairs and test split (so also ks, n_combinations, test_fraction and offset):
+            # a checkpoint of a run on other data is refused, never resumed
+            "data": data_fingerprint(data)}
     # data and lam are arguments of the compiled step, not constants: see _step_functions
     result = fit(loss_fn, params, sample, config=train, checkpoint_dir=checkpoint_dir, meta=meta,
                  evaluate=evaluate, callback=callback, data=data._replace(test_on=None, test_ground_truth=None),
@@ -372,6 +413,11 @@ def lambda_sweep(key, on, off, *, lambdas=LAMBDAS, config=None, train=None, ks=D
         raise ValueError(f"argument 'test_fraction': the sweep needs a test split in (0, 0.5], got {test_fraction}")
     if len(tuple(lambdas)) == 0:
         raise ValueError("argument 'lambdas': expected at least one candidate")
+    config, _ = resolve_configs(config, train, default_config=UNetConfig(), default_train=TrainConfig())
+    shape = np.shape(on)
+    if len(shape) >= 2:  # before building the data; three_snet_data checks the rest
+        ny, nx = shape[-2:]
+        _check_test_split(ny, nx, _test_rows(ny, test_fraction), test_fraction, config)
     k_data, k_train = jax.random.split(key)
     data = three_snet_data(k_data, on, off, ks=ks, n_combinations=n_combinations,
                            test_fraction=test_fraction, offset=offset)

@@ -9,7 +9,8 @@ saved with the parameters, a run interrupted at any checkpoint and resumed
 gives the same parameters as an uninterrupted one.
 
 Checkpoints live in a directory: ``train_state.msgpack`` (parameters,
-optimiser state, step, history and metadata, written atomically with
+optimiser state, step, history, the losses since the last history entry and
+metadata, written atomically with
 :func:`flax.serialization.msgpack_serialize` — no extra dependency, and the
 file is replaced in one rename, so a crash leaves the previous checkpoint) and
 ``train_config.json`` (the human-readable settings).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -43,6 +45,7 @@ __all__ = [
     "make_optimizer",
     "resolve_configs",
     "load_train_state",
+    "data_fingerprint",
     "CHECKPOINT_FILE",
     "SCHEDULES",
 ]
@@ -163,6 +166,32 @@ def _encode(state: dict) -> bytes:
     return flax.serialization.msgpack_serialize(state)
 
 
+def _load_state(directory, *, params, config: TrainConfig):
+    """:func:`load_train_state` plus the losses of the steps since the last history entry (their mean is
+    the next entry's ``loss``): ``(params, opt_state, step, history, meta, running)``."""
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = flax.serialization.msgpack_restore(path.read_bytes())
+        opt_state = make_optimizer(config).init(params)
+        stored_params = flax.serialization.from_state_dict(params, raw["params"])
+        opt_state = flax.serialization.from_state_dict(opt_state, raw["opt_state"])
+        step = int(raw["step"])
+        history = json.loads(raw["history"])
+        meta = json.loads(raw["meta"])
+        running = [float(v) for v in json.loads(raw.get("running", "[]"))]
+    except Exception as exc:  # msgpack/structure errors come in many types
+        raise ValueError(f"argument 'checkpoint_dir': cannot read the checkpoint {path} ({exc})") from None
+    for a, b in zip(jax.tree_util.tree_leaves(stored_params), jax.tree_util.tree_leaves(params)):
+        if np.shape(a) != np.shape(b):
+            raise ValueError(
+                f"argument 'checkpoint_dir': the checkpoint in {directory} holds another network "
+                f"(a parameter of shape {np.shape(a)} where {np.shape(b)} is expected)"
+            )
+    return stored_params, opt_state, step, history, meta, running
+
+
 def load_train_state(directory, *, params, config: TrainConfig):
     """Read a checkpoint written by :func:`fit`.
 
@@ -180,39 +209,57 @@ def load_train_state(directory, *, params, config: TrainConfig):
         ValueError: a corrupt checkpoint, or one whose parameters do not fit
             ``params`` (another network).
     """
-    path = Path(directory) / CHECKPOINT_FILE
-    if not path.is_file():
-        return None
-    try:
-        raw = flax.serialization.msgpack_restore(path.read_bytes())
-        opt_state = make_optimizer(config).init(params)
-        stored_params = flax.serialization.from_state_dict(params, raw["params"])
-        opt_state = flax.serialization.from_state_dict(opt_state, raw["opt_state"])
-        step = int(raw["step"])
-        history = json.loads(raw["history"])
-        meta = json.loads(raw["meta"])
-    except Exception as exc:  # msgpack/structure errors come in many types
-        raise ValueError(f"argument 'checkpoint_dir': cannot read the checkpoint {path} ({exc})") from None
-    for a, b in zip(jax.tree_util.tree_leaves(stored_params), jax.tree_util.tree_leaves(params)):
-        if np.shape(a) != np.shape(b):
-            raise ValueError(
-                f"argument 'checkpoint_dir': the checkpoint in {directory} holds another network "
-                f"(a parameter of shape {np.shape(a)} where {np.shape(b)} is expected)"
-            )
-    return stored_params, opt_state, step, history, meta
+    loaded = _load_state(directory, params=params, config=config)
+    return None if loaded is None else loaded[:5]
 
 
-def _save(directory: Path, params, opt_state, step, history, meta):
+def _save(directory: Path, params, opt_state, step, history, meta, running):
     state = {
         "params": flax.serialization.to_state_dict(jax.device_get(params)),
         "opt_state": flax.serialization.to_state_dict(jax.device_get(opt_state)),
         "step": step,
         "history": json.dumps(history),
         "meta": json.dumps(meta),
+        "running": json.dumps([float(v) for v in running]),  # repr of a float: exact round trip
     }
     data = _encode(state)
     with atomic_path(directory / CHECKPOINT_FILE, overwrite=True) as tmp:
         tmp.write_bytes(data)
+
+
+def _differences(stored: dict, current: dict) -> str:
+    """The names of the settings in which a checkpoint's metadata differs from this run's (for the error)."""
+    current = json.loads(json.dumps(current))
+    names = []
+    for part in ("train", "meta"):
+        a, b = stored.get(part, {}), current.get(part, {})
+        if isinstance(a, dict) and isinstance(b, dict):
+            names += ["training data" if k == "data" else k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            names.append(part)
+    return ", ".join(names) or "settings"
+
+
+def data_fingerprint(*arrays) -> str:
+    """A short hash of arrays (dtype, shape and every byte): the training data a checkpoint belongs to.
+
+    Trainers put it in the ``meta`` of :func:`fit`, so a checkpoint is resumed only by a run on the
+    same data. ``None`` leaves are allowed (hashed as absent); any pytree of arrays is accepted.
+
+    >>> import numpy as np
+    >>> a = data_fingerprint(np.zeros(3))
+    >>> a == data_fingerprint(np.zeros(3)), a == data_fingerprint(np.ones(3)), a == data_fingerprint(np.zeros(4))
+    (True, False, False)
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for leaf in jax.tree_util.tree_leaves(arrays, is_leaf=lambda x: x is None):
+        if leaf is None:
+            h.update(b"none;")
+            continue
+        a = np.asarray(jax.device_get(leaf))
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def _all_finite(tree) -> jax.Array:
@@ -358,7 +405,9 @@ def fit(
             ``"batch"`` axis; with a ``mesh``, a batch whose size is not a multiple of
             the device count (message names ``batch_size``).
         KeyboardInterrupt: re-raised after writing a checkpoint of the last
-            finished step (when ``checkpoint_dir`` is given).
+            finished step (when ``checkpoint_dir`` is given); so is any error
+            raised by ``evaluate`` or ``callback``. A step's checkpoint is
+            written before its evaluation, and a resume from it evaluates then.
 
     >>> import jax, jax.numpy as jnp
     >>> loss = lambda p, b, k: jnp.mean((p["w"] * b[0] - b[1]) ** 2)
@@ -383,21 +432,23 @@ def fit(
     opt = make_optimizer(config)
     opt_state = opt.init(params)
     step, history, resumed_from = 0, [], 0
+    running: list[float] = []  # losses of the steps since the last history entry (checkpointed)
     directory = None
     if checkpoint_dir is not None:
         directory = Path(os.fspath(checkpoint_dir))
         if directory.exists() and not directory.is_dir():
             raise ValueError(f"argument 'checkpoint_dir': {directory} exists and is not a directory")
         directory.mkdir(parents=True, exist_ok=True)
-        loaded = load_train_state(directory, params=params, config=config)
+        loaded = _load_state(directory, params=params, config=config)
         if loaded is not None:
-            l_params, l_opt, l_step, l_hist, l_meta = loaded
+            l_params, l_opt, l_step, l_hist, l_meta, l_running = loaded
             if l_meta != json.loads(json.dumps(full_meta)):
                 raise ValueError(
                     f"argument 'checkpoint_dir': {directory} holds a checkpoint of another run "
-                    "(different settings); use a new directory or delete it"
+                    f"(different {_differences(l_meta, full_meta)}); use a new directory or delete it"
                 )
             params, opt_state, step, history, resumed_from = l_params, l_opt, l_step, l_hist, l_step
+            running = l_running
         write_json(directory / _CONFIG_FILE, full_meta, overwrite=True)
 
     seed_key = jax.random.key(config.seed)
@@ -411,7 +462,9 @@ def fit(
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         params, opt_state, data, hyper = jax.device_put((params, opt_state, data, hyper), replicated)
     metrics: dict[str, float] = {}
-    running = []
+
+    def record_due(i):
+        return i % config.eval_every == 0 or i == config.steps
 
     def record():
         nonlocal metrics
@@ -422,8 +475,12 @@ def fit(
         history.append(entry)
         running.clear()
 
-    last_saved = step
+    last_saved, saved_records = step, len(history)
     try:
+        if step and record_due(step) and (not history or history[-1]["step"] != step):
+            # the checkpoint is written before its step's record (so a failing evaluate() loses no
+            # training): a resume from it makes that record now, from the same parameters and losses
+            record()
         while step < config.steps:
             new_params, new_opt, loss, ok = step_jit(params, opt_state, jnp.asarray(step, jnp.int32), seed_key,
                                                      data, hyper)
@@ -437,17 +494,24 @@ def fit(
             params, opt_state = new_params, new_opt
             step += 1
             running.append(loss)
-            if step % config.eval_every == 0 or step == config.steps:
-                record()
+            # checkpoint first, then evaluate: an evaluate() that fails loses no training
             if directory is not None and (step % config.checkpoint_every == 0 or step == config.steps):
-                _save(directory, params, opt_state, step, history, full_meta)
-                last_saved = step
+                _save(directory, params, opt_state, step, history, full_meta, running)
+                last_saved, saved_records = step, len(history)
+            if record_due(step):
+                record()
             if callback is not None:
                 callback({"step": step, "steps": config.steps, "loss": loss, **metrics})
-    except KeyboardInterrupt:
-        if directory is not None and step > last_saved:
-            _save(directory, params, opt_state, step, history, full_meta)
+    except TrainingDiverged:
         raise
+    except BaseException:
+        # Ctrl-C, or an error in evaluate() or callback(): keep the steps done since the last checkpoint
+        # (params, optimiser state, step, history and running losses always belong together here)
+        if directory is not None and step > last_saved:
+            _save(directory, params, opt_state, step, history, full_meta, running)
+        raise
+    if directory is not None and len(history) > saved_records and last_saved == step:
+        _save(directory, params, opt_state, step, history, full_meta, running)  # the final record, kept too
     if mesh is not None:  # hand back ordinary arrays, as one-device training does
         params = jax.tree_util.tree_map(jnp.asarray, jax.device_get(params))
     return TrainResult(params=params, step=step, history=history, resumed_from=resumed_from)

@@ -715,26 +715,35 @@ def _tiff_calibration(path: Path) -> tuple[float | None, float | None]:
     return pixel, z_step
 
 
+# TIFF outputs from this size up are written as BigTIFF with OME-XML (ImageJ TIFF is limited to 4 GB).
+IMAGEJ_MAX_BYTES = 2**32 - 2**25
+
+
 def _write_tiff(out, target: Path, overwrite: bool, compute_kwargs: dict, pixel_size_nm: float | None,
                 z_step_nm: float | None):
     """Stream chunks into a memory-mapped (uncompressed, contiguous) TIFF written atomically."""
     import tifffile
 
+    from jaxsr.io import tiff as _tiff
+
     _, da = _import_dask()
     nbytes = math.prod(out.shape) * 4
     axes = "ZYX" if out.ndim == 3 else "YX"
+    z_step_nm = z_step_nm if out.ndim == 3 else None
     options: dict[str, Any] = {"photometric": "minisblack"}
     metadata: dict[str, Any] = {"axes": axes}
-    if nbytes < 2**32 - 2**25:
+    if nbytes < IMAGEJ_MAX_BYTES:
         options["imagej"] = True
-        if pixel_size_nm is not None or z_step_nm is not None:
-            metadata["unit"] = "um"  # ImageJ calibration, as jaxsr.io.write_image writes it
-        if z_step_nm is not None and out.ndim == 3:
-            metadata["spacing"] = z_step_nm / 1e3
-    else:
-        options["bigtiff"] = True
-    if pixel_size_nm is not None:
-        options["resolution"] = (1e3 / pixel_size_nm, 1e3 / pixel_size_nm)
+        # ImageJ calibration, as jaxsr.io.write_image writes it (a z step alone leaves x and y uncalibrated)
+        metadata.update(_tiff._imagej_calibration(pixel_size_nm, z_step_nm))
+        if pixel_size_nm is not None:
+            options["resolution"] = (1e3 / pixel_size_nm, 1e3 / pixel_size_nm)
+    else:  # ImageJ TIFF cannot hold it: BigTIFF with OME-XML, which carries the calibration in nm
+        options.update(bigtiff=True, ome=True)
+        for name, value in (("X", pixel_size_nm), ("Y", pixel_size_nm), ("Z", z_step_nm)):
+            if value is not None:
+                metadata[f"PhysicalSize{name}"] = value
+                metadata[f"PhysicalSize{name}Unit"] = "nm"
     options["metadata"] = metadata
     with atomic_path(target, overwrite=overwrite) as tmp:
         mm = tifffile.memmap(os.fspath(tmp), shape=out.shape, dtype=np.float32, **options)
@@ -761,7 +770,7 @@ def deconvolve_chunked(source: Any, destination: str | os.PathLike, psf: Any, *,
     read page- or tile-wise through tifffile's Zarr store, first series, full
     resolution), a dask array, or an in-memory array. Outputs, chosen by the
     suffix: ``.tif``/``.tiff`` writes an uncompressed float32 TIFF (ImageJ axes
-    ``YX``/``ZYX``; BigTIFF above 4 GB) through a memory map; anything else a
+    ``YX``/``ZYX``; BigTIFF with OME-XML above 4 GB) through a memory map; anything else a
     Zarr v3 array (float32, chunked as processed, attributes under ``"jaxsr"``:
     method, iterations, background, halo, PSF shape, version, calibration). The
     pixel size and z step of a TIFF source (OME or ImageJ metadata) are carried

@@ -206,3 +206,13 @@ def test_denoise_self_supervised(frames, capsys, one_line_error):
     # Training options without --self-supervised are refused rather than ignored.
     assert main(["denoise", str(folder / "frame.tif"), "-o", str(folder / "x.tif"), "--steps", "3"]) == 2
     one_line_error("--steps")
+
+
+def test_self_supervised_negative_seed_names_the_flag(frames, capsys):
+    folder, _, _ = frames
+    out = folder / "neg.tif"
+    assert main(["denoise", str(folder / "frame.tif"), "-o", str(out), "--self-supervised", "--steps", "1",
+                 "--patch-size", "16", "--depth", "2", "--features", "4", "--seed", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--seed" in err and "argument 'seed'" not in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()

@@ -150,3 +150,36 @@ def test_bad_series(series, capsys, one_line_error):
         run("on.tif", "off.tif", "--lambda", "-1")
     capsys.readouterr()
     assert not (folder / "model" / "model.json").exists()
+
+
+def test_test_rows_smaller_than_the_network_are_refused_before_training(series, capsys, one_line_error):
+    """48-row frames hold out 10 test rows: the default network (depth 5, 32 px) cannot denoise them."""
+    folder, _, _ = series
+    out = folder / "model"
+    base = ["train-denoiser", "--on", str(folder / "on.tif"), "--off", str(folder / "off.tif"), "-o", str(out),
+            "--steps", "2", "--patch-size", "16", "--batch-size", "2"]
+    assert main(base) == 2
+    one_line_error("--on")
+    assert not out.exists()  # refused before any training or checkpoint
+    assert main(base + ["--depth", "4"]) == 2  # 16 px: still more than the 10 test rows
+    err = capsys.readouterr().err
+    assert "10 of the 48 rows" in err and "at least 78 rows" in err and "--depth" in err, err
+
+
+def test_other_data_into_the_same_model_dir_is_not_resumed(series, capsys, one_line_error):
+    """--overwrite with other ON/OFF data into the same MODEL_DIR: its checkpoint is refused, not resumed."""
+    folder, on, off = series
+    out = folder / "model"
+    write_image(folder / "on2.tif", on[::-1].copy() + 5.0, axes="TYX")
+
+    def args(on_name):
+        return ["train-denoiser", "--on", str(folder / on_name), "--off", str(folder / "off.tif"), "-o", str(out),
+                "--steps", "2", "--overwrite", *TINY]
+
+    assert main(args("on.tif")) == 0
+    first = (out / "params.msgpack").read_bytes()
+    capsys.readouterr()
+    assert main(args("on2.tif")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--checkpoint-dir" in err[0] and "different training data" in err[0], err
+    assert (out / "params.msgpack").read_bytes() == first  # the model of the first data stays

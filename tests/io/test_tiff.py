@@ -410,3 +410,33 @@ def test_bad_annotations(tmp_path, notes):
     with pytest.raises(TypeError, match="annotations"):
         write_image(tmp_path / "a.tif", np.zeros((4, 4), np.float32), annotations=[("jaxsr_a", "b")])
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_z_step_without_pixel_size_round_trips_alone(tmp_path, fmt):
+    """A z step alone is not a lateral calibration: no 1000 nm pixel (tifffile's default resolution) appears."""
+    path = tmp_path / f"z.{fmt}"
+    write_image(path, np.zeros((3, 8, 8), np.float32), z_step_nm=200.0)
+    meta = read_image(path)[1]
+    assert meta.pixel_size_nm is None
+    assert meta.z_step_nm == pytest.approx(200.0, rel=1e-9)
+    if fmt == "tif":  # ImageJ keys: z calibrated in um, x/y not calibrated at all
+        with tifffile.TiffFile(path) as tif:
+            assert "unit" not in tif.imagej_metadata and tif.imagej_metadata["zunit"] == "um"
+
+
+def test_read_integer_dtype_too_narrow_is_refused(tmp_path):
+    """uint16 40000 does not fit int16: an error naming dtype, never a wrapped -25536."""
+    path = tmp_path / "u16.tif"
+    data = np.array([[0, 40000], [7, 65535]], np.uint16)
+    write_image(path, data)
+    with pytest.raises(ValueError, match=r"argument 'dtype'.*\[0, 65535\].*int16"):
+        read_image(path, dtype=np.int16)
+    with pytest.raises(ValueError, match="argument 'dtype'"):
+        read_image(path, dtype=np.uint8)
+    got, _ = read_image(path, dtype=np.int32)  # wide enough: exact
+    assert got.dtype == np.int32 and np.array_equal(got, data.astype(np.int32))
+    small = tmp_path / "small.tif"
+    write_image(small, np.array([[0, 300], [1, 2]], np.uint16))
+    got, _ = read_image(small, dtype=np.int16)  # every value fits: converted
+    assert got.dtype == np.int16 and got.tolist() == [[0, 300], [1, 2]]

@@ -327,3 +327,18 @@ def test_dps_super_resolve_trains_on_the_image_and_adapts_the_patch():
     np.testing.assert_allclose(np.asarray(out.image), np.asarray(ref.image), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="image"):
         dps_super_resolve(jax.random.key(0), jnp.ones((5, 5)), config=SMALL, train=train, **OPTICS)
+
+
+def test_a_checkpoint_of_other_images_or_psf_is_never_resumed(tmp_path):
+    """The images' and the PSF's fingerprint is part of the checkpoint identity."""
+    cfg = UNetConfig(depth=1, features=2, decoder_features=2)
+    train = TrainConfig(steps=1, batch_size=2, patch_size=16, checkpoint_every=1)
+    img = np.asarray(jax.random.uniform(jax.random.key(0), (16, 16)))
+    psf = dps_psf(max_size=9)
+    train_dps(jax.random.key(0), img, psf, config=cfg, train=train, checkpoint_dir=tmp_path)
+    assert train_dps(jax.random.key(0), img, psf, config=cfg, train=train, checkpoint_dir=tmp_path).resumed_from == 1
+    with pytest.raises(ValueError, match=r"checkpoint_dir.*different training data"):
+        train_dps(jax.random.key(0), img[::-1], psf, config=cfg, train=train, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"checkpoint_dir.*different training data"):
+        train_dps(jax.random.key(0), img, dps_psf(max_size=9, canonical_sigma_px=1.5), config=cfg, train=train,
+                  checkpoint_dir=tmp_path)

@@ -151,3 +151,61 @@ def test_shipped_model_preserves_the_mean_intensity(structure):
         out = np.asarray(denoise(on, model=model))
         errors.extend(out.mean(axis=(-2, -1)) / float(clean.mean()) - 1.0)
     assert np.max(np.abs(errors)) < 0.01, errors
+
+
+def test_params_with_undeclared_layers_or_nan_are_refused(tmp_path, tiny_model):
+    """Flax's from_bytes ignores extra entries: the file's key set must be the network's, and weights finite."""
+    import flax.serialization
+
+    d = save_model(tmp_path / "m", tiny_model)
+    state = flax.serialization.to_state_dict(jax.device_get(tiny_model.params))
+    extra = {**state, "params": {**state["params"], "Conv_99": {"kernel": np.ones((3, 3, 4, 4), np.float32)}}}
+    (d / "params.msgpack").write_bytes(flax.serialization.msgpack_serialize(extra))
+    with pytest.raises(ValueError, match=r"argument 'model'.*does not match its model.json.*Conv_99/kernel"):
+        load_model(d)
+    # a deeper network's weights under a shallower model.json: refused, not silently truncated
+    deeper = UNetConfig(depth=3, features=4, decoder_features=4)
+    (d / "params.msgpack").write_bytes(flax.serialization.to_bytes(unet_init(jax.random.key(0), config=deeper)))
+    with pytest.raises(ValueError, match="argument 'model'.*does not match"):
+        load_model(d)
+    nan = jax.tree_util.tree_map(lambda a: np.array(a), jax.device_get(tiny_model.params))
+    jax.tree_util.tree_leaves(nan)[0][...] = np.nan
+    (d / "params.msgpack").write_bytes(flax.serialization.to_bytes(nan))
+    with pytest.raises(ValueError, match="argument 'model'.*NaN or infinite"):
+        load_model(d)
+    save_model(d, tiny_model, overwrite=True)
+    assert load_model(d).unet == TINY  # the honest file still loads
+
+
+def test_denoise_offset_is_validated(tiny_model, rng):
+    x = jnp.asarray(rng.uniform(10, 200, size=(3, 40, 36)), jnp.float32)
+    with pytest.raises(ValueError, match="argument 'offset'"):
+        denoise(x, model=tiny_model, offset=float("nan"))
+    with pytest.raises(ValueError, match=r"argument 'offset'.*\(3,\).*\(2,\)"):
+        denoise(x, model=tiny_model, offset=jnp.array([1.0, 2.0]))
+    with pytest.raises(TypeError, match="argument 'offset'"):
+        denoise(x, model=tiny_model, offset="dark")
+    # one offset per frame: the same as each frame with its own scalar offset
+    per_frame = np.asarray(denoise(x, model=tiny_model, offset=jnp.array([0.0, 5.0, 9.0])))
+    for i, c in enumerate((0.0, 5.0, 9.0)):
+        np.testing.assert_allclose(per_frame[i], denoise(x[i], model=tiny_model, offset=c), rtol=1e-5, atol=1e-4)
+
+
+def test_loading_another_kind_of_model_says_so():
+    from jaxsr.smlm.net import pretrained_locnet_path
+
+    with pytest.raises(ValueError, match=r"argument 'model'.*not a denoiser \(kind 'locnet'\)"):
+        load_model(pretrained_locnet_path())
+
+
+def test_shipped_minimum_size_is_not_misdocumented():
+    """The docstring must not hard-code a minimum the shipped model does not have (it is 2**depth = 16)."""
+    import re
+
+    shipped = load_model(pretrained_path())
+    assert shipped.min_size == 2 ** shipped.unet.depth == 16
+    stated = re.findall(r"(\d+) px for the shipped", " ".join(denoise.__doc__.split()))
+    assert all(int(n) == shipped.min_size for n in stated) and "model.min_size" in denoise.__doc__
+    with pytest.raises(ValueError, match=r"minimum of 16 x 16"):
+        denoise(jnp.ones((15, 40)))
+    assert denoise(jnp.full((16, 16), 50.0)).shape == (16, 16)

@@ -325,3 +325,15 @@ def test_train_bad_input(key):
     with pytest.raises(ValueError, match="images"):  # smaller than 2**depth of the network
         train_self_supervised(key, good[:16, :16], config=UNetConfig(depth=5, features=4, decoder_features=4),
                               train=TrainConfig(patch_size=8))
+
+
+def test_a_checkpoint_of_other_frames_is_never_resumed(tmp_path):
+    """The frames' fingerprint is part of the checkpoint identity: other data is refused, not resumed."""
+    cfg = UNetConfig(depth=1, features=2, decoder_features=2)
+    train = TrainConfig(steps=1, batch_size=2, patch_size=16, checkpoint_every=1)
+    a = jax.random.normal(jax.random.key(0), (16, 16))
+    train_self_supervised(jax.random.key(0), a, config=cfg, train=train, checkpoint_dir=tmp_path)
+    _, again = train_self_supervised(jax.random.key(0), a, config=cfg, train=train, checkpoint_dir=tmp_path)
+    assert again.resumed_from == 1
+    with pytest.raises(ValueError, match=r"checkpoint_dir.*different training data"):
+        train_self_supervised(jax.random.key(0), a + 1.0, config=cfg, train=train, checkpoint_dir=tmp_path)

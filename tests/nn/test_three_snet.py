@@ -121,3 +121,38 @@ def test_sweep_reports_every_lambda_and_keeps_the_best(caplog):
     assert best.info["lambda"] == table[scores.index(max(scores))]["lambda"]  # the first best one
     with pytest.raises(ValueError, match="test_fraction"):
         lambda_sweep(jax.random.key(6), on, off, test_fraction=0.0, config=TINY, train=train)
+
+
+def test_a_test_split_smaller_than_the_network_is_refused_before_training(tmp_path):
+    """The held-out rows are denoised at every evaluation: fewer than 2**depth is an error up front."""
+    on, off, _ = _series(jax.random.key(7), n=4, shape=(48, 40))  # 0.2 x 48 rows: 10 test rows
+    deep = UNetConfig(depth=4, features=2, decoder_features=2)  # minimum 16 px
+    train = TrainConfig(steps=2, batch_size=2, patch_size=16, eval_every=1)
+    with pytest.raises(ValueError, match=r"argument 'test_fraction'.* 10 test rows.*minimum of 16.* 78 rows"):
+        train_3snet(jax.random.key(0), on, off, config=deep, train=train, ks=(1,), n_combinations=2,
+                    test_fraction=0.2, checkpoint_dir=tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()  # nothing was trained
+    with pytest.raises(ValueError, match="argument 'test_fraction'"):
+        lambda_sweep(jax.random.key(0), on, off, config=deep, train=train, ks=(1,), n_combinations=2)
+    data = three_snet_data(jax.random.key(1), on, off, ks=(1,), n_combinations=2, test_fraction=0.2)
+    with pytest.raises(ValueError, match="argument 'test_fraction'"):  # a prebuilt data set too
+        train_3snet(jax.random.key(0), None, None, config=deep, train=train, data=data)
+    # 16 test rows (1/3 of 48) are enough: the evaluation runs and reports a finite test pSNR
+    model, result = train_3snet(jax.random.key(0), on, off, config=deep, train=train, ks=(1,), n_combinations=2,
+                                test_fraction=1 / 3)
+    assert result.step == 2 and all(math.isfinite(h["test_psnr"]) for h in result.history)
+
+
+def test_a_checkpoint_of_other_data_is_never_resumed(tmp_path):
+    """Same settings, other ON/OFF data, same checkpoint directory: refused (naming the data), not resumed."""
+    train = TrainConfig(steps=2, batch_size=2, patch_size=16, checkpoint_every=2, eval_every=2)
+    kw = dict(config=TINY, train=train, ks=(1,), n_combinations=2, checkpoint_dir=tmp_path)
+    on, off, _ = _series(jax.random.key(8), n=4)
+    first, r1 = train_3snet(jax.random.key(0), on, off, **kw)
+    again, r2 = train_3snet(jax.random.key(0), on, off, **kw)  # the same run resumes (here: is already done)
+    assert r2.resumed_from == 2
+    on2, off2, _ = _series(jax.random.key(9), n=4)
+    with pytest.raises(ValueError, match=r"checkpoint_dir.*different training data"):
+        train_3snet(jax.random.key(0), on2, off2, **kw)
+    with pytest.raises(ValueError, match=r"checkpoint_dir.*different training data"):  # a data setting
+        train_3snet(jax.random.key(0), on, off, **{**kw, "n_combinations": 3})

@@ -174,3 +174,64 @@ def test_train_config_validation():
         TrainConfig(steps=0)
     with pytest.raises(TypeError, match="loss_fn"):
         fit(None, {}, lambda k: k, config=TrainConfig())
+
+
+def _history(result):
+    return [(h["step"], h["loss"], h.get("err")) for h in result.history]
+
+
+@pytest.mark.parametrize("stop_at", [5, 6])  # between two records, and at a step both recorded and checkpointed
+def test_resumed_history_equals_the_uninterrupted_one(tmp_path, stop_at):
+    """The losses of the steps since the last record are checkpointed: the resumed history is the same."""
+    _, sample, loss = _problem()
+    cfg = TrainConfig(steps=10, learning_rate=0.05, checkpoint_every=3, eval_every=2)
+    evaluate = lambda p: {"err": float(p["w"][0])}  # noqa: E731
+    full = fit(loss, {"w": jnp.zeros(3)}, sample, config=cfg, evaluate=evaluate)
+
+    def interrupt(info):
+        if info["step"] == stop_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(loss, {"w": jnp.zeros(3)}, sample, config=cfg, checkpoint_dir=tmp_path, evaluate=evaluate,
+            callback=interrupt)
+    resumed = fit(loss, {"w": jnp.zeros(3)}, sample, config=cfg, checkpoint_dir=tmp_path, evaluate=evaluate)
+    assert resumed.resumed_from == stop_at
+    assert _history(resumed) == _history(full)
+    np.testing.assert_array_equal(resumed.params["w"], full.params["w"])
+
+
+def test_a_failing_evaluation_loses_no_training(tmp_path):
+    """The checkpoint is written before the evaluation of its step; a resume makes that evaluation."""
+    _, sample, loss = _problem()
+    cfg = TrainConfig(steps=8, learning_rate=0.05, checkpoint_every=4, eval_every=4)
+    evaluate = lambda p: {"err": float(p["w"][0])}  # noqa: E731
+    full = fit(loss, {"w": jnp.zeros(3)}, sample, config=cfg, evaluate=evaluate)
+
+    def broken(params):
+        raise ValueError("argument 'image': too small")
+
+    with pytest.raises(ValueError, match="too small"):
+        fit(loss, {"w": jnp.zeros(3)}, sample, config=cfg, checkpoint_dir=tmp_path, evaluate=broken)
+    assert load_train_state(tmp_path, params={"w": jnp.zeros(3)}, config=cfg)[2] == 4  # the 4 steps are kept
+    resumed = fit(loss, {"w": jnp.zeros(3)}, sample, config=cfg, checkpoint_dir=tmp_path, evaluate=evaluate)
+    assert resumed.resumed_from == 4 and _history(resumed) == _history(full)
+    np.testing.assert_array_equal(resumed.params["w"], full.params["w"])
+    # the final checkpoint holds the final record too
+    assert load_train_state(tmp_path, params={"w": jnp.zeros(3)}, config=cfg)[3] == resumed.history
+
+
+def test_a_checkpoint_of_other_data_is_refused_naming_it(tmp_path):
+    """data_fingerprint in meta: a run on other data never resumes another's checkpoint."""
+    from jaxsr.nn.train import data_fingerprint
+
+    _, sample, loss = _problem()
+    cfg = TrainConfig(steps=3, checkpoint_every=3)
+    a, b = np.zeros((2, 4), np.float32), np.ones((2, 4), np.float32)
+    assert data_fingerprint(a) != data_fingerprint(b) and data_fingerprint(a) == data_fingerprint(a.copy())
+    assert data_fingerprint(a) != data_fingerprint(a.astype(np.float64))
+    assert data_fingerprint(a) != data_fingerprint(a.reshape(4, 2))
+    fit(loss, {"w": jnp.zeros(3)}, sample, config=cfg, checkpoint_dir=tmp_path, meta={"data": data_fingerprint(a)})
+    with pytest.raises(ValueError, match=r"checkpoint_dir.*another run \(different training data\)"):
+        fit(loss, {"w": jnp.zeros(3)}, sample, config=cfg, checkpoint_dir=tmp_path,
+            meta={"data": data_fingerprint(b)})

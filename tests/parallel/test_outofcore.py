@@ -316,3 +316,22 @@ def test_missing_dask_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "dask.array", None)
     with pytest.raises(ImportError, match=r"pip install jaxsr\[dask\]"):
         map_chunks(lambda b: b, np.ones((4, 4)), depth=1)
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["imagej", "bigtiff"])
+def test_tiff_output_calibration_z_only_and_bigtiff(big, tmp_path, monkeypatch):
+    """A z step alone stays a z step (no 1000 nm pixel); the BigTIFF branch (forced on a small file by lowering
+    its threshold) keeps the pixel size and z step too, as OME-XML."""
+    if big:
+        monkeypatch.setattr(outofcore, "IMAGEJ_MAX_BYTES", 0)
+    psf = _gauss((3, 3, 3), (0.7, 0.7, 0.7))
+    image = np.full((4, 16, 16), 10.0, np.float32)
+    for name, px, z in (("both.tif", 97.5, 250.0), ("zonly.tif", None, 250.0), ("pxonly.tif", 97.5, None)):
+        deconvolve_chunked(image, tmp_path / name, psf, num_iter=1, chunks=(4, 16, 16), pixel_size_nm=px,
+                           z_step_nm=z)
+        got, meta = read_image(tmp_path / name)
+        assert (meta.pixel_size_nm, meta.z_step_nm, meta.axes) == (px, z, "ZYX"), name
+        assert meta.extra["format"] == ("ome" if big else "imagej")
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            assert tif.is_bigtiff == big
+        assert got.shape == image.shape
