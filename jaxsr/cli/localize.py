@@ -24,8 +24,10 @@ The PSF width is fixed with --sigma NM, or fitted per spot (default),
 detection then using 0.21 wavelength / NA.
 
 The output is ThunderSTORM CSV (.csv, frames from 1, nm) or Picasso HDF5
-(.hdf5 + .yaml, camera pixels), chosen by the extension. A movie without
-detections writes an empty table and warns.
+(.hdf5 + .yaml, camera pixels), chosen by the extension; an existing .yaml
+next to an .hdf5 output stops the command before any work, as an existing
+output does (unless --overwrite). A movie without detections writes an empty
+table and warns.
 """
 
 from __future__ import annotations
@@ -134,13 +136,18 @@ def _with_neighbours(chunks):
 def run(args: argparse.Namespace) -> int:
     import warnings
 
-    from jaxsr.cli._common import check_output, require_input
+    import os
+
+    from jaxsr.cli._common import check_output, check_outputs, require_input
     from jaxsr.smlm import Localizations, localize, write_localizations
     from jaxsr.smlm.net import localize_net
     from jaxsr.smlm.movie import movie_chunks, movie_info
 
     require_input(args.movie, "MOVIE")
     check_output(args, [args.movie], suffixes=(".csv", ".hdf5", ".h5"))
+    stem, ext = os.path.splitext(args.output)
+    if ext.lower() in (".hdf5", ".h5"):  # the Picasso table's metadata, written next to it: checked up front too
+        check_outputs({"yaml": stem + ".yaml"}, overwrite=args.overwrite, inputs=(args.movie,))
     if args.roi is not None and (args.roi % 2 == 0 or args.roi < 5):
         raise ValueError(f"--roi: expected an odd side >= 5 pixels, got {args.roi}")
     with warnings.catch_warnings():

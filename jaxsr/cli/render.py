@@ -4,7 +4,8 @@
 (default) draws each as a unit-mass Gaussian with its own precision (CRLB, at
 least half a render pixel) or with --sigma NM. The image is written as float32
 TIFF with the render pixel size; --frc also prints the FRC resolution from two
-halves of the table split by blocks of frames.
+halves of the table split by blocks of frames. A table with a NaN or infinite
+x or y position is refused.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     locs = read_localizations(args.table, pixel_size_nm=args.camera_pixel_size)
     if not locs.n:
         raise ValueError(f"TABLE: {args.table} holds no localizations")
+    bad = int(np.sum(~(np.isfinite(locs.x_nm) & np.isfinite(locs.y_nm))))
+    if bad:
+        raise ValueError(f"TABLE: {bad} of {locs.n} localizations in {args.table} have a non-finite x or y "
+                         "position (NaN or infinite); drop them first")
     p = args.pixel_size
     if args.method == "histogram":
         img = render_histogram(locs, pixel_size_nm=p)

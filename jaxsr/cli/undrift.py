@@ -6,9 +6,10 @@ solved by least squares with badly fitting pairs dropped; a spline through them
 gives each frame's drift, which is subtracted (frame 0 stays where it was). A 3D
 table (finite z) gets its axial drift corrected too, from the pairs' correlation
 along z (--lateral-only leaves z unchanged). Writes the corrected table (OUT.csv,
-ThunderSTORM, or OUT.hdf5 for a Picasso input) and, next to it, OUT.drift.csv
-(frame, drift x, y and, in 3D, z in nm). Nothing is written if either exists,
-unless --overwrite; the input is never replaced.
+ThunderSTORM, or OUT.hdf5 with its OUT.yaml for a Picasso input) and, next to
+it, OUT.drift.csv (frame, drift x, y and, in 3D, z in nm). Nothing is written if
+any of them exists, unless --overwrite; the input (and a Picasso input's .yaml)
+is never replaced.
 """
 
 from __future__ import annotations
@@ -42,9 +43,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def output_paths(output: str) -> dict[str, str]:
-    """The corrected table and, next to it, ``OUTPUT.drift.csv``."""
-    stem, _ = os.path.splitext(output)
-    return {"table": output, "drift": stem + ".drift.csv"}
+    """The corrected table, next to it ``OUTPUT.drift.csv`` and, for a Picasso table, its ``.yaml``."""
+    stem, ext = os.path.splitext(output)
+    paths = {"table": output, "drift": stem + ".drift.csv"}
+    if ext.lower() in (".hdf5", ".h5"):
+        paths["yaml"] = stem + ".yaml"
+    return paths
+
+
+def input_paths(table: str) -> tuple[str, ...]:
+    """The input table and, for a Picasso table, its ``.yaml`` (never to be replaced either)."""
+    stem, ext = os.path.splitext(table)
+    return (table, stem + ".yaml") if ext.lower() in (".hdf5", ".h5") else (table,)
 
 
 def write_drift_csv(path: str, drift_nm: np.ndarray, *, overwrite: bool = False) -> None:
@@ -74,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--output: a Picasso .hdf5 output needs a Picasso input (its YAML gives the camera "
                          "geometry); write a .csv")
     paths = output_paths(args.output)
-    check_outputs(paths, overwrite=args.overwrite, inputs=(args.table,))
+    check_outputs(paths, overwrite=args.overwrite, inputs=input_paths(args.table))
     meta: dict = {}
     if in_kind == ".csv":
         locs = read_thunderstorm_csv(args.table)

@@ -271,19 +271,30 @@ def spot_fisher(params: Any, *, shape: tuple[int, int], sigma_px: Any = None, va
         params: ``(..., p)`` spot parameters (see :func:`gaussian_spot`).
         shape: static ``(ny, nx)`` ROI shape.
         sigma_px: PSF standard deviation in pixels, or ``None`` when it is a parameter.
-        variance: read-noise variance in photons^2, broadcastable to ``(..., ny, nx)``.
+        variance: read-noise variance in photons^2, finite and >= 0, broadcastable to ``(..., ny, nx)``.
         astigmatism, pixel_size_nm: the astigmatic 3D model (see :func:`gaussian_spot`).
 
     Returns:
         ``(..., p, p)`` information matrices (units: inverse squared parameter units).
+
+    Raises:
+        ValueError: a negative, NaN or infinite ``variance`` (checked when concrete, as in
+            :func:`fit_spots`), or one that does not broadcast.
     """
     params = as_float_array(params, "params")
     sigma, p = _spec(sigma_px, astigmatism, pixel_size_nm)
     if params.ndim < 1 or params.shape[-1] != p:
         raise ValueError(f"argument 'params': expected (..., {p}), got shape {tuple(params.shape)}")
     shape = tuple(int(s) for s in shape)
-    variance = jnp.broadcast_to(as_float_array(variance, "variance").astype(params.dtype),
-                                params.shape[:-1] + shape)
+    variance = as_float_array(variance, "variance")
+    check_finite(variance, "variance")
+    check_nonnegative(variance, "variance")
+    try:
+        np.broadcast_shapes(variance.shape, params.shape[:-1] + shape)
+    except ValueError:
+        raise ValueError(f"argument 'variance': shape {tuple(variance.shape)} does not broadcast to "
+                         f"{params.shape[:-1] + shape} (the parameters' batch and the ROI)") from None
+    variance = jnp.broadcast_to(variance.astype(params.dtype), params.shape[:-1] + shape)
     flat_t = params.reshape(-1, p)
     flat_v = variance.reshape(-1, shape[0] * shape[1])
     info = jax.vmap(lambda t, v: _fisher(t, v, shape, sigma))(flat_t, flat_v)

@@ -6,8 +6,15 @@ from 1. Written columns: ``id, frame, x [nm], y [nm], sigma [nm], intensity [pho
 offset [photon], uncertainty [nm]`` (and ``z [nm]`` for 3D tables) plus jaxsr's own
 ``crlb_x [nm], crlb_y [nm], crlb_intensity [photon], score, deviance``
 (ThunderSTORM ignores columns it does not know). ``uncertainty`` is the rms of
-the x and y CRLB. On reading, ``frame``, ``x [nm]`` and ``y [nm]`` are
-required; other known columns are used when present.
+the x and y CRLB. A missing value (NaN) is written ``NaN`` and an infinite one
+``Infinity``/``-Infinity``, the spellings Java's ``Double.parseDouble`` (and so
+ThunderSTORM's importer) accepts. On reading, ``frame``, ``x [nm]`` and ``y [nm]``
+are required; other known columns are used when present, among them
+ThunderSTORM's own ``uncertainty [nm]`` or ``uncertainty_xy [nm]`` (read into both
+``crlb_x_nm`` and ``crlb_y_nm`` when the file has no ``crlb_x [nm]``/``crlb_y [nm]``)
+and ``uncertainty_z [nm]`` (into ``crlb_z_nm`` when there is no ``crlb_z [nm]``).
+ThunderSTORM's ``sigma1 [nm]``/``sigma2 [nm]`` (the two widths of an astigmatic
+3D PSF) and ``bkgstd [photon]`` have no column in the table and are not read.
 
 Picasso HDF5: dataset ``locs``, a structured array with ``frame`` (uint32,
 from 0), ``x``, ``y`` (camera pixels, pixel centres at integers), ``photons``,
@@ -18,7 +25,9 @@ name (``.yaml``) holding a list of metadata documents (``Pixelsize`` in nm,
 with the outer corner of pixel ``(0, 0)`` at 0, so ``x_px = x_nm / pixel - 1/2``.
 
 Every write is atomic (:func:`jaxsr.io.atomic_path`) and refuses to replace an
-existing file unless ``overwrite=True``.
+existing file unless ``overwrite=True``. The writers take a table with ``frame``,
+``x_nm`` and ``y_nm`` (other columns are NaN when missing from a dict), all of one
+length, and frames that are whole numbers >= 0 (below 2^32 for Picasso's uint32).
 """
 
 from __future__ import annotations
@@ -45,18 +54,54 @@ _TS_WRITE = (
 )
 _TS_READ = {name: col for name, col in _TS_WRITE}
 _TS_READ.update({"intensity [photons]": "photons", "offset [photons]": "background", "bkg [photon]": "background"})
+# ThunderSTORM's own uncertainty columns: read when the file lacks jaxsr's CRLB columns (file column ->
+# (table columns, jaxsr's file column that takes precedence)).
+_TS_FALLBACK = {"uncertainty_xy [nm]": (("crlb_x_nm", "crlb_y_nm"), "crlb_x [nm]"),
+                "uncertainty [nm]": (("crlb_x_nm", "crlb_y_nm"), "crlb_x [nm]"),
+                "uncertainty_z [nm]": (("crlb_z_nm",), "crlb_z [nm]")}
 
 
-def _as_table(locs: Any) -> Localizations:
+def _as_table(locs: Any, *, max_frame: int | None = None) -> Localizations:
+    """A :class:`Localizations` to write: ``frame``, ``x_nm``, ``y_nm`` present, every column 1D of one
+    length, frames whole numbers >= 0 (and at most ``max_frame``); one-line errors naming 'locs'."""
     if isinstance(locs, Localizations):
-        return locs
-    if isinstance(locs, dict):
-        n = len(np.asarray(locs["frame"]))
-        cols = {}
-        for c in LOCALIZATION_COLUMNS:
-            cols[c] = np.asarray(locs[c]) if c in locs else np.full(n, np.nan, np.float32)
-        return Localizations(**cols)
-    raise TypeError(f"argument 'locs': expected a Localizations table or a dict of columns, got {type(locs).__name__}")
+        cols = {c: np.asarray(getattr(locs, c)) for c in LOCALIZATION_COLUMNS}
+    elif isinstance(locs, dict):
+        missing = [c for c in ("frame", "x_nm", "y_nm") if c not in locs]
+        if missing:
+            raise ValueError(f"argument 'locs': the table lacks the column(s) {', '.join(missing)}")
+        cols = {c: np.asarray(locs[c]) for c in LOCALIZATION_COLUMNS if c in locs}
+    else:
+        raise TypeError(f"argument 'locs': expected a Localizations table or a dict of columns, "
+                        f"got {type(locs).__name__}")
+    lengths = {c: v.shape for c, v in cols.items()}
+    n = len(cols["frame"]) if cols["frame"].ndim == 1 else -1
+    bad = [f"{c} {shape}" for c, shape in lengths.items() if shape != (n,)]
+    if bad:
+        raise ValueError(f"argument 'locs': every column must be 1D of the frame column's length "
+                         f"{cols['frame'].shape}, got {', '.join(bad)}")
+    for c, v in cols.items():
+        if v.dtype == object or not (np.issubdtype(v.dtype, np.number) or np.issubdtype(v.dtype, np.bool_)):
+            raise ValueError(f"argument 'locs': column {c} must be numeric, got dtype {v.dtype}")
+    frame = cols["frame"].astype(np.float64)
+    if n and not (np.all(np.isfinite(frame)) and np.all(frame == np.round(frame)) and frame.min() >= 0):
+        raise ValueError("argument 'locs': the frame column must hold whole numbers >= 0 (frames count from 0)")
+    if n and max_frame is not None and frame.max() > max_frame:
+        raise ValueError(f"argument 'locs': frame {int(frame.max())} exceeds {max_frame}, the largest a Picasso "
+                         "file can hold (uint32)")
+    cols["frame"] = frame.astype(np.int64)
+    for c in LOCALIZATION_COLUMNS:
+        cols.setdefault(c, np.full(n, np.nan, np.float32))
+    return Localizations(**cols)
+
+
+def _ts_number(v: float) -> str:
+    """A float as ThunderSTORM's Java importer (``Double.parseDouble``) reads it: ``NaN``, ``Infinity``."""
+    if np.isnan(v):
+        return "NaN"
+    if np.isinf(v):
+        return "Infinity" if v > 0 else "-Infinity"
+    return repr(float(v))
 
 
 def write_thunderstorm_csv(path: str | os.PathLike, locs: Any, *, overwrite: bool = False) -> Path:
@@ -64,11 +109,16 @@ def write_thunderstorm_csv(path: str | os.PathLike, locs: Any, *, overwrite: boo
 
     Args:
         path: output ``.csv`` path.
-        locs: :class:`~jaxsr.smlm.localize.Localizations` (or a dict with its columns).
+        locs: :class:`~jaxsr.smlm.localize.Localizations` (or a dict with its columns; ``frame``,
+            ``x_nm`` and ``y_nm`` required, the others written NaN when missing).
         overwrite: replace an existing file.
 
     Returns:
         The path written.
+
+    Raises:
+        ValueError: a table without ``frame``/``x_nm``/``y_nm``, columns of different lengths, or
+            frames that are not whole numbers >= 0.
     """
     table = _as_table(locs)
     path = Path(path)
@@ -78,12 +128,11 @@ def write_thunderstorm_csv(path: str | os.PathLike, locs: Any, *, overwrite: boo
     unc = np.sqrt(0.5 * (np.square(table.crlb_x_nm) + np.square(table.crlb_y_nm)))
     with atomic_path(path, overwrite=overwrite) as tmp:
         with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh, quoting=csv.QUOTE_NONNUMERIC)
-            w.writerow(header)
-            cols = [np.asarray(getattr(table, c)) for _, c in written]
+            csv.writer(fh, quoting=csv.QUOTE_ALL).writerow(header)
+            w = csv.writer(fh, quoting=csv.QUOTE_NONE)
+            cols = [np.asarray(getattr(table, c), np.float64) for _, c in written[1:]] + [np.asarray(unc, np.float64)]
             for i in range(table.n):
-                row = [i + 1, int(cols[0][i]) + 1] + [float(c[i]) for c in cols[1:]] + [float(unc[i])]
-                w.writerow(row)
+                w.writerow([str(i + 1), str(int(table.frame[i]) + 1)] + [_ts_number(c[i]) for c in cols])
     return path
 
 
@@ -121,9 +170,10 @@ def read_thunderstorm_csv(path: str | os.PathLike) -> Localizations:
     for k, name in enumerate(header):
         if name in _TS_READ:
             cols[_TS_READ[name]] = data[:, k].astype(np.float32)
-    if "uncertainty [nm]" in header and "crlb_x [nm]" not in header:
-        u = data[:, header.index("uncertainty [nm]")].astype(np.float32)
-        cols["crlb_x_nm"], cols["crlb_y_nm"] = u, u.copy()
+    for name, (targets, preferred) in _TS_FALLBACK.items():
+        if name in header and preferred not in header:
+            for c in targets:
+                cols[c] = data[:, header.index(name)].astype(np.float32)
     frame = data[:, header.index("frame")]
     if n and (not np.all(np.isfinite(frame)) or np.any(frame < 0) or np.any(frame != np.round(frame))):
         raise ValueError(f"argument 'path': {path.name}: the frame column must hold whole numbers >= 0")
@@ -159,11 +209,14 @@ def write_picasso_hdf5(path: str | os.PathLike, locs: Any, *, pixel_size_nm: flo
 
     Returns:
         The ``.hdf5`` path.
+
+    Raises:
+        ValueError: as :func:`write_thunderstorm_csv`, or a frame beyond Picasso's uint32.
     """
     import h5py
     import yaml
 
-    table = _as_table(locs)
+    table = _as_table(locs, max_frame=2**32 - 1)
     p = float(pixel_size_nm)
     if not (np.isfinite(p) and p > 0):
         raise ValueError(f"argument 'pixel_size_nm': expected a positive pixel size in nm, got {pixel_size_nm}")

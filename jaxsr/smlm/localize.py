@@ -176,9 +176,10 @@ def localize(
             of neighbouring molecules).
         iterations: fit iterations (see :func:`~jaxsr.smlm.fit.fit_spots`).
         batch: frames per detection call.
-        max_shift_px: drop fits that moved farther than this from their candidate pixel (pixels;
-            they belong to a neighbour or to noise).
-        max_crlb_px: drop fits whose position CRLB exceeds this (pixels): noise, not molecules.
+        max_shift_px: drop fits that moved farther than this from their candidate pixel (pixels,
+            finite, > 0; they belong to a neighbour or to noise).
+        max_crlb_px: drop fits whose position CRLB exceeds this (pixels, finite, > 0): noise, not
+            molecules.
         sigma_guess_nm: detection PSF width when ``sigma_nm`` is ``None``.
         astigmatism: fit the astigmatic 3D model (the keyword arguments of
             :func:`jaxsr.optics.astigmatic_sigma`, nm) instead of a 2D Gaussian; ``sigma_nm`` must
@@ -188,10 +189,12 @@ def localize(
             stays on one device.
 
     Returns:
-        :class:`Localizations` (empty, with a warning, when nothing is detected).
+        :class:`Localizations` (empty, with a warning, when nothing is detected; empty without one
+        for a movie of 0 frames).
 
     Raises:
-        ValueError: frames that are not 2D/3D or hold NaN; non-positive pixel or PSF size.
+        ValueError: frames that are not 2D/3D or hold NaN; non-positive pixel or PSF size; a NaN,
+            infinite or non-positive ``max_shift_px`` or ``max_crlb_px``.
     """
     import warnings
 
@@ -203,6 +206,13 @@ def localize(
         if v is not None and not (np.isfinite(float(v)) and float(v) > 0):
             raise ValueError(f"argument '{name}': expected a positive PSF standard deviation in nm, got {v}")
     iterations = check_int(iterations, "iterations", minimum=1)
+    for name, v in (("max_shift_px", max_shift_px), ("max_crlb_px", max_crlb_px)):
+        try:
+            ok = np.isfinite(float(v)) and float(v) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:  # NaN or <= 0 would silently drop every fit
+            raise ValueError(f"argument '{name}': expected a finite positive number of pixels, got {v!r}")
     if mesh is not None:
         from jaxsr.parallel.batch import check_mesh  # noqa: PLC0415 (jaxsr.parallel imports the methods)
 
@@ -224,6 +234,8 @@ def localize(
         counts, variance = camera_counts(frames, camera=camera)
         f2, qe = _excess(camera), float(camera.qe)
     cand = detect_spots(counts, sigma_px=guess_px, threshold=threshold, batch=batch)
+    if frames.shape[0] == 0:  # a movie of no frames: nothing to find, nothing to warn about
+        return Localizations.empty()
     if cand.frame.size == 0:
         warnings.warn("localize: no spots detected (lower 'threshold'?); returning an empty table", stacklevel=2)
         return Localizations.empty()

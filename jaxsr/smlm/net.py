@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsr._validate import as_float_array, check_int
+from jaxsr._validate import as_float_array, check_finite, check_int
 from jaxsr.forward import CameraModel
 from jaxsr.nn._config import JsonConfig
 from jaxsr.nn.model import read_model_meta, read_model_params, write_model_dir
@@ -600,8 +600,8 @@ def localize_net(
         sigma_nm: the PSF standard deviation (nm), if known: a warning is given when it lies outside
             the widths the network was trained on.
         before, after: ``(y, x)`` frames (same units as ``frames``) just before the first and after
-            the last frame, when the movie is processed in chunks; by default the first and last
-            frame stand in for their missing neighbours.
+            the last frame, when the movie is processed in chunks (finite); by default the first and
+            last frame stand in for their missing neighbours.
 
     Returns:
         :class:`~jaxsr.smlm.localize.Localizations`; ``crlb_x_nm``, ``crlb_y_nm`` and
@@ -609,7 +609,8 @@ def localize_net(
         bounds), ``score`` the detection probability mass, ``sigma_nm``, ``deviance``, ``z_nm`` NaN.
 
     Raises:
-        ValueError: frames that are not 2D/3D or hold NaN; a non-positive pixel size.
+        ValueError: frames that are not 2D/3D or hold NaN; a non-positive pixel size; a ``before``
+            or ``after`` frame of another shape or holding NaN or infinite values.
     """
     frames = as_movie(frames)
     pixel = float(pixel_size_nm)
@@ -638,6 +639,7 @@ def localize_net(
         a = own if a is None else as_float_array(a, name)
         if a.shape != (ny, nx):
             raise ValueError(f"argument '{name}': expected a ({ny}, {nx}) frame, got {tuple(a.shape)}")
+        check_finite(a, name)  # a NaN neighbour would spread NaN over the frames it is a neighbour of
         edges.append(jnp.repeat(a[None].astype(frames.dtype), model.window // 2, axis=0))
     padded = jnp.concatenate([edges[0], frames, edges[1]])
     if camera is None:

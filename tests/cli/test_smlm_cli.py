@@ -267,3 +267,48 @@ def test_undrift_corrects_z_of_a_3d_table_unless_lateral_only(tmp_path, capsys):
     with open(tmp_path / "lateral.drift.csv") as fh:
         assert next(csv.reader(fh)) == ["frame", "drift_x_nm", "drift_y_nm"]
     np.testing.assert_array_equal(read_localizations(lateral).z_nm, src.z_nm)
+
+
+def test_picasso_yaml_sidecar_is_checked_up_front(movie, tmp_path, monkeypatch, one_line_error):
+    """The .yaml written next to a Picasso .hdf5 is an output like the table: an existing one stops the command
+    before any work (unless --overwrite), and a Picasso input's .yaml is never replaced, even with --overwrite."""
+    import jaxsr.smlm
+    import jaxsr.smlm.drift
+    from jaxsr.smlm import write_picasso_hdf5
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the command started its work before checking its outputs")
+
+    _, mov = movie
+    (tmp_path / "out.yaml").write_text("keep: me\n")
+    monkeypatch.setattr(jaxsr.smlm, "localize", no_work)
+    assert main(["localize", str(mov), "-o", str(tmp_path / "out.hdf5")]) == 2
+    one_line_error("--overwrite")
+    assert not (tmp_path / "out.hdf5").exists() and (tmp_path / "out.yaml").read_text() == "keep: me\n"
+
+    n = 40
+    write_picasso_hdf5(tmp_path / "a.hdf5", {"frame": np.arange(n), "x_nm": np.full(n, 500.0),
+                                             "y_nm": np.full(n, 500.0)}, pixel_size_nm=100.0, width=10, height=10,
+                       n_frames=n)
+    with open(tmp_path / "a.yaml", "a") as fh:
+        fh.write("---\nCamera: Andor iXon\n")   # Picasso's own metadata, to be kept
+    before = (tmp_path / "a.yaml").read_text()
+    monkeypatch.setattr(jaxsr.smlm.drift, "estimate_drift", no_work)
+    assert main(["undrift", str(tmp_path / "a.hdf5"), "-o", str(tmp_path / "a.h5"), "--overwrite"]) == 2
+    one_line_error("input")
+    assert (tmp_path / "a.yaml").read_text() == before and not (tmp_path / "a.h5").exists()
+    (tmp_path / "b.yaml").write_text("keep: me\n")
+    assert main(["undrift", str(tmp_path / "a.hdf5"), "-o", str(tmp_path / "b.hdf5")]) == 2
+    one_line_error("--overwrite")
+    assert not (tmp_path / "b.hdf5").exists() and not (tmp_path / "b.drift.csv").exists()
+
+
+def test_render_refuses_a_table_with_a_nan_position(tmp_path, one_line_error):
+    t = tmp_path / "t.csv"
+    t.write_text('"id","frame","x [nm]","y [nm]","uncertainty [nm]"\n1,1,500.0,500.0,10.0\n2,2,NaN,520.0,10.0\n'
+                 '3,3,700.0,700.0,10.0\n')
+    for method in ("gaussian", "histogram"):
+        assert main(["render", str(t), "-o", str(tmp_path / "img.tif"), "--pixel-size", "10", "--method",
+                     method]) == 2
+        one_line_error("TABLE")
+    assert not (tmp_path / "img.tif").exists()  # was written: a NaN image

@@ -314,3 +314,21 @@ def test_astigmatic_bad_input():
         fit_spots(roi, astigmatism={**ASTIG, "c_x": 1.0}, pixel_size_nm=100.0)
     with pytest.raises(ValueError, match="params"):
         gaussian_spot(jnp.ones(4), shape=(9, 9), astigmatism=ASTIG, pixel_size_nm=100.0)
+
+
+def test_spot_fisher_and_crlb_validate_the_variance():
+    """As fit_spots: a negative or non-finite read-noise variance is an error (a negative one gave a finite,
+    too optimistic CRLB), and a variance that does not broadcast is named."""
+    theta = jnp.array([5.0, 5.0, 1000.0, 10.0])
+    for bad in (-20.0, float("nan"), float("inf"), np.full((11, 11), -1.0)):
+        for f in (spot_fisher, spot_crlb):
+            with pytest.raises(ValueError, match="argument 'variance'"):
+                f(theta, shape=(11, 11), sigma_px=1.3, variance=bad)
+    with pytest.raises(ValueError, match="argument 'variance'.*broadcast"):
+        spot_crlb(theta, shape=(11, 11), sigma_px=1.3, variance=np.ones((5, 5)))
+    # a valid map still works, and equals the scalar where they agree
+    np.testing.assert_allclose(spot_crlb(theta, shape=(11, 11), sigma_px=1.3, variance=np.full((11, 11), 2.0)),
+                               spot_crlb(theta, shape=(11, 11), sigma_px=1.3, variance=2.0), rtol=1e-5)
+    # under jit (traced variance) the value checks are skipped and the function still traces
+    assert np.isfinite(np.asarray(jax.jit(lambda v: spot_crlb(theta, shape=(11, 11), sigma_px=1.3,
+                                                                variance=v))(2.0))).all()

@@ -130,6 +130,97 @@ def test_detect_spots_finds_isolated_spots_and_ignores_noise():
     assert np.all(c.score[c.frame == 0] > c.threshold[0])
 
 
+def _dog_reference(frames, sigma):
+    """The band-pass G(sigma) - G(2.5 sigma) by scipy (mirror boundary = NumPy's reflect, 3-sigma kernels)."""
+    f = np.asarray(frames, np.float64)
+    return np.stack([ndimage.gaussian_filter(a, sigma, mode="mirror", truncate=3.0)
+                     - ndimage.gaussian_filter(a, 2.5 * sigma, mode="mirror", truncate=3.0) for a in f])
+
+
+@pytest.mark.parametrize("kind", ["poisson2", "poisson20", "poisson200", "gauss_ramp"])
+def test_detect_noise_unit_is_the_background_s_d_of_the_band_passed_frame(kind):
+    """On background-only frames the threshold's noise unit (threshold / 5) is the s.d. of the band-passed
+    frame (scipy's band-pass, away from the edges), within a few %, at any background level."""
+    rng = np.random.default_rng(11)
+    shape = (4, 96, 96)
+    if kind == "gauss_ramp":  # continuous noise on an offset and a slope (the differences cancel the slope)
+        frames = 100.0 + 3.0 * rng.normal(size=shape) + np.linspace(0.0, 60.0, 96)[None, None]
+    else:
+        frames = rng.poisson(float(kind[7:]), shape)
+    c = detect_spots(jnp.asarray(frames, jnp.float32), sigma_px=1.3)
+    actual = _dog_reference(frames, 1.3)[:, 12:-12, 12:-12].std(axis=(1, 2))
+    # (the sample s.d. of one frame's band-passed noise itself scatters by a few %)
+    np.testing.assert_allclose(c.threshold / 5.0, actual, rtol=0.1)
+    assert abs(np.mean(c.threshold / 5.0) / np.mean(actual) - 1.0) < 0.05
+
+
+def test_detect_threshold_does_not_grow_with_brightness_or_density():
+    """The noise unit comes from the background, not from the molecules (it was 1.4826 x the MAD of the
+    band-passed frame, which bright or dense spots inflated up to 30-fold)."""
+    rng = np.random.default_rng(0)
+    bg = rng.poisson(10.0, (1, 64, 64)).astype(np.float32)
+    noise0 = detect_spots(bg, sigma_px=1.3).threshold[0] / 5.0
+    # 16 spots of 10000 photons, 1.6 um apart, and the same grid with 4 dim (600 photon) ones in the middle
+    yy, xx = np.meshgrid(np.arange(8, 64, 16), np.arange(8, 64, 16), indexing="ij")
+    pos = jnp.asarray(np.stack([yy.ravel(), xx.ravel()], 1) * 100.0 + 30.0, jnp.float32)
+    ph = np.full(16, 10000.0)
+    dim = [5, 6, 9, 10]
+    ph_dim = ph.copy()
+    ph_dim[dim] = 600.0
+    render = jax.jit(lambda p, n: render_emitters(p, n, shape=(64, 64), pixel_size_nm=100.0))
+    frames = rng.poisson(np.stack([np.asarray(render(pos, jnp.asarray(ph, jnp.float32))),
+                                   np.asarray(render(pos, jnp.asarray(ph_dim, jnp.float32)))]) + 10.0)
+    c = detect_spots(frames.astype(np.float32), sigma_px=1.3)
+    assert np.all(c.threshold / 5.0 < 1.3 * noise0)  # was 30 x
+    truth = np.asarray(pos) / 100.0 - 0.5
+    for f in (0, 1):
+        found = np.stack([c.y[c.frame == f], c.x[c.frame == f]], 1)
+        d = np.linalg.norm(found[:, None] - truth[None], axis=2)
+        assert len(found) == 16 and np.all(d.min(axis=0) <= 1.0)  # the 4 dim ones too (0 of 4 before)
+    # A crowded grid: one emitter every 8 px at 2000 photons (21 of 49 found before).
+    g = np.arange(6, 58, 8)
+    grid = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2) + rng.uniform(0, 1, (49, 2))
+    img = np.asarray(jax.jit(lambda p: render_emitters(p, jnp.full(49, 2000.0), shape=(64, 64), pixel_size_nm=100.0))(
+        jnp.asarray(grid * 100.0, jnp.float32)))
+    c = detect_spots(rng.poisson(img + 10.0).astype(np.float32), sigma_px=1.3)
+    d = np.linalg.norm(np.stack([c.y, c.x], 1)[:, None] - (grid - 0.5)[None], axis=2)
+    assert c.frame.size == 49 and np.all(d.min(axis=0) <= 1.0)
+
+
+def test_detect_false_positives_are_rare_and_not_at_the_edges():
+    """Background only: the reflected boundary raises the band-passed noise on the edges (1.25 x, corners
+    1.5 x); the threshold follows it, so false positives are rare and not piled up on the edge pixels."""
+    rng = np.random.default_rng(5)
+    frames = rng.poisson(15.0, (300, 60, 60)).astype(np.float32)
+    c = detect_spots(frames, sigma_px=1.3, threshold=4.0)
+    edge = np.minimum(np.minimum(c.y, 59 - c.y), np.minimum(c.x, 59 - c.x)) == 0
+    # 43 here, 5 of them on the edge pixels (6.5 % of the pixels); without the edge factor 81, 45 on the edges
+    assert c.frame.size <= 60 and edge.sum() <= 10
+
+
+def test_detect_ties_give_one_candidate_per_window():
+    img = np.zeros((32, 32), np.float32)
+    img[10, 20] = img[10, 21] = 100.0
+    c = detect_spots(img, sigma_px=1.0, threshold=1.0, absolute=True)
+    assert list(zip(c.y.tolist(), c.x.tolist())) == [(10, 20)]  # the first in row-major order
+    # Many ties (small integers): every two candidates of a frame are more than `radius` apart.
+    frames = np.random.default_rng(2).integers(0, 3, (4, 40, 40)).astype(np.float32)
+    frames[:, 5:15, 5:15] = 50.0  # and a plateau
+    c = detect_spots(frames, sigma_px=0.5, threshold=1e-3, absolute=True, radius=2)
+    assert c.frame.size > 20
+    for f in range(4):
+        yx = np.stack([c.y[c.frame == f], c.x[c.frame == f]], 1)
+        cheb = np.abs(yx[:, None] - yx[None]).max(axis=2) + 3 * np.eye(len(yx), dtype=int)
+        assert cheb.min() > 2
+
+
+def test_detect_and_localize_a_movie_of_no_frames():
+    c = detect_spots(np.zeros((0, 32, 32), np.float32), sigma_px=1.3)
+    assert c.frame.size == 0 and c.threshold.shape == (0,) and c.frame.dtype == np.int64
+    locs = localize(np.zeros((0, 32, 32), np.float32), pixel_size_nm=100.0, sigma_nm=130.0)
+    assert locs.n == 0 and len(locs) == 13
+
+
 def test_extract_rois_matches_numpy_slicing_and_shifts_at_edges(rng):
     frames = jnp.asarray(rng.normal(size=(3, 20, 24)), jnp.float32)
     rois, origin = extract_rois(frames, [0, 2, 1], [10, 0, 19], [5, 23, 12], size=7)
@@ -186,3 +277,12 @@ def test_localize_empty_and_bad_input():
         localize(jnp.ones((2, 32, 32)).at[0, 1, 1].set(jnp.nan), pixel_size_nm=100.0, sigma_nm=130.0)
     with pytest.raises(TypeError, match="camera"):
         camera_counts(jnp.ones((2, 8, 8)), camera="emccd")
+
+
+def test_localize_refuses_nan_or_non_positive_filters():
+    """max_crlb_px=nan or max_shift_px <= 0 silently dropped every fit; now one-line errors."""
+    frames = np.ones((1, 16, 16), np.float32)
+    for name, bad in (("max_crlb_px", float("nan")), ("max_crlb_px", 0.0), ("max_crlb_px", float("inf")),
+                      ("max_shift_px", -1.0), ("max_shift_px", float("nan")), ("max_shift_px", "a")):
+        with pytest.raises(ValueError, match=f"argument '{name}'"):
+            localize(frames, pixel_size_nm=100.0, sigma_nm=130.0, **{name: bad})

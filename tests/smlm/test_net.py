@@ -262,3 +262,13 @@ def test_shipped_network_beats_the_fitter_at_high_density():
     assert net.jaccard > mle.jaccard + 10
     assert net.efficiency_lateral > mle.efficiency_lateral + 10
     assert net.rmse_lateral_nm < 40.0
+
+
+def test_localize_net_refuses_non_finite_neighbour_frames():
+    """A NaN 'before'/'after' frame spread NaN into the first/last frames' maps and silently dropped
+    their molecules; it is now an error naming the argument."""
+    m = locnet_init(jax.random.key(0), unet=TINY)
+    for name in ("before", "after"):
+        for bad in (np.nan, np.inf):
+            with pytest.raises(ValueError, match=f"argument '{name}'.*NaN or infinite"):
+                localize_net(np.zeros((3, 16, 16)), pixel_size_nm=100.0, model=m, **{name: np.full((16, 16), bad)})
