@@ -3,7 +3,8 @@
 Reads INPUT (a .mat file in the smlm_datafusion / joint-registration layout, or
 a CSV table with a particle column (--particle-column), x [nm], y [nm], optional
 z [nm] and uncertainty [nm] / uncertainty_z [nm], ThunderSTORM's crlb_x [nm]
-..., or sigma_xy [nm] / sigma [nm] and sigma_z [nm]), drops particles with
+..., or sigma_xy [nm] / sigma [nm] and sigma_z [nm]; a sigma [nm] of a PSF width,
+median above 50 nm, needs --sigma and is then ignored), drops particles with
 fewer than 3 localizations (with a count), registers every particle to a
 dynamic template (jaxsr.fusion.fuse: multi-start grid search over rotations,
 then refinement; --symmetry/--flip impose a known symmetry, --inplane restricts
@@ -71,22 +72,51 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace files of an earlier run")
 
 
+class _Collect(logging.Handler):
+    """Keep the reader's warnings (printed by the CLI with its own flag names)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _flag_names(message: str) -> str:
+    """The library's argument names in a reader message as the CLI spells them."""
+    return (message.replace("argument 'path': ", "").replace("pass default_sigma_nm", "pass --sigma NM")
+            .replace("default_sigma_nm", "--sigma"))
+
+
 def _read(args: argparse.Namespace):
     from jaxsr.fusion import read_particles
 
+    logger = logging.getLogger("jaxsr.fusion.particles")
+    collect = _Collect()
+    logger.addHandler(collect)
     try:
-        return read_particles(args.input, default_sigma_nm=args.sigma, id_column=args.particle_column)
+        particles = read_particles(args.input, default_sigma_nm=args.sigma, id_column=args.particle_column)
     except ValueError as err:
-        message = str(err).replace("argument 'path': ", "").replace("pass default_sigma_nm", "pass --sigma NM")
+        message = _flag_names(str(err))
         name = "--particle-column" if f"column(s) {args.particle_column}" in message else "INPUT"
         raise ValueError(f"{name}: {message}") from None
+    finally:
+        logger.removeHandler(collect)
+    from jaxsr.fusion.io import _header_names
+
+    for message in collect.messages:     # e.g. a PSF-width sigma [nm] column ignored for --sigma
+        print(f"warning: {_flag_names(_header_names(message))}")
+    return particles
 
 
 def output_paths(output: str) -> dict[str, str]:
     """The four files of one run: ``FUSED.csv`` and, next to it, ``FUSED.poses.csv``, ``FUSED.png`` and
     ``FUSED.summary.json``."""
     stem = output[:-len(".csv")] if output.lower().endswith(".csv") else output
-    return {key: stem + suffix for key, suffix in SUFFIXES.items()}
+    paths = {key: stem + suffix for key, suffix in SUFFIXES.items()}
+    paths["fused"] = output                 # the user's own name, suffix case included (Run.CSV)
+    return paths
 
 
 def _check_render_size(particles, pixel_size_nm: float) -> None:

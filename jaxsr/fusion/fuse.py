@@ -62,9 +62,9 @@ import numpy as np
 
 from jaxsr._mapping import map_items
 from jaxsr._validate import check_choice, check_int, positive_float, real_float
-from jaxsr.fusion.gmm import GMM, gmm_log_overlap, reduce_gmm
+from jaxsr.fusion.gmm import GMM, _log_weights, gmm_correlation, gmm_log_overlap, reduce_gmm
 from jaxsr.fusion.measure import _halves_frc, pose_errors
-from jaxsr.fusion.particles import Particles, centre_particles, make_particles
+from jaxsr.fusion.particles import Particles, _validate_particles, centre_particles, make_particles
 from jaxsr.fusion.register import COSTS, Registration, _register_one, pad_gmm, register_particles, rotation_grid
 from jaxsr.fusion.rotations import _np_rotation_2d, rotation_angle, so3_exp, sphere_grid, symmetry_group
 
@@ -88,7 +88,10 @@ class FusionResult(NamedTuple):
         rotations: ``(P, d, d)``; a localization ``x`` of particle ``p`` (input
             coordinates, nm) lands at ``rotations[p] @ x + translations[p]`` in the fused frame.
         translations: ``(P, d)`` nm.
-        correlation: ``(P,)`` normalised overlap of each aligned particle with the final template.
+        correlation: ``(P,)`` normalised overlap (:func:`jaxsr.fusion.gmm_correlation`, at the
+            finest registration blur) of each particle at its final pose with the final ``template``;
+            the ``history`` entries' ``mean_correlation`` is that of each iteration's registration
+            with the template it registered to.
         inliers: ``(P,)`` bool, particles used in the final template.
         template: the final template :class:`GMM` (fused frame; symmetry axis on z when
             a symmetry was given).
@@ -245,7 +248,8 @@ def symmetry_frame(template: GMM, *, n_fold: int, flip: bool = False, blur_nm: f
     The axis maximises the overlap of the template with itself rotated by
     ``2 pi / n_fold`` about it: a search over 600 directions of the hemisphere,
     then about 100 directions within 6 degrees of the best. The flip axis maximises the
-    overlap with the template rotated by pi about an in-plane axis (61 angles within +-pi/(2n) of x, so an already canonical frame stays put).
+    overlap with the template rotated by pi about an in-plane axis (61 angles within +-pi/(2n)
+    of x, so an already canonical frame stays put).
 
     Args:
         template: a centred 3D :class:`GMM` (its centroid on the axis).
@@ -511,13 +515,33 @@ def _canonical_poses(centred: Particles, reg: Registration, inliers: np.ndarray,
     return rots, trans, frame
 
 
-def _result(particles: Particles, centroids: np.ndarray, rots: np.ndarray, trans: np.ndarray, reg: Registration,
-            inliers: np.ndarray, template: GMM, history: list) -> FusionResult:
+@functools.partial(jax.jit, static_argnames=("batch_size",))
+def _correlations(points, sigma, mask, rots, trans, tmpl: GMM, blur, *, batch_size):
+    """Normalised overlap of every particle, moved by its pose, with one template (as the registration
+    scores its pose: :func:`jaxsr.fusion.gmm_correlation` at the finest blur, equal weights)."""
+    def one(args):
+        pts, sig, msk, rot, t = args
+        m = msk.astype(pts.dtype)
+        w = jnp.exp(_log_weights(m / jnp.maximum(jnp.sum(m), 1.0)))
+        covs = jnp.einsum("ij,nj,kj->nik", rot, sig * sig, rot)
+        return gmm_correlation(GMM(pts @ rot.T + t, covs, w), tmpl, blur_nm=blur)
+
+    return map_items(one, (points, sigma, mask, rots, trans), batch_size=batch_size)
+
+
+def _result(particles: Particles, centred: Particles, centroids: np.ndarray, rots: np.ndarray, trans: np.ndarray,
+            inliers: np.ndarray, template: GMM, history: list, *, blur_nm: Any, batch_size: int) -> FusionResult:
     """The :class:`FusionResult` of poses on centred particles, moved to the input coordinates:
-    ``x -> R (x - c_p) + t``."""
+    ``x -> R (x - c_p) + t``; the correlations are measured anew against the final ``template`` (the
+    last registration measured them against the template it registered to)."""
     translations = trans - np.einsum("pij,pj->pi", rots, centroids)
+    blur = float(np.atleast_1d(np.asarray(blur_nm, np.float64))[-1])
+    corr = _correlations(jnp.asarray(centred.points, jnp.float32), jnp.asarray(centred.sigma, jnp.float32),
+                         jnp.asarray(centred.mask), jnp.asarray(rots, jnp.float32), jnp.asarray(trans, jnp.float32),
+                         pad_gmm(template), jnp.float32(blur),
+                         batch_size=min(batch_size, centred.n_particles))
     return FusionResult(
-        rotations=rots, translations=translations, correlation=np.asarray(reg.correlation), inliers=inliers,
+        rotations=rots, translations=translations, correlation=np.asarray(corr), inliers=inliers,
         template=template, points=apply_poses(particles, rots, translations), history=history,
     )
 
@@ -656,15 +680,17 @@ def fuse(
         :class:`FusionResult`.
 
     Raises:
-        ValueError: fewer than 2 particles, ``flip``/``inplane`` in 2D, bad options, ``init="learned"``
+        TypeError: ``particles`` is not a :class:`Particles`.
+        ValueError: ``particles`` with inconsistent shapes, a NaN or infinite position or a
+            non-positive uncertainty where ``mask`` is True; fewer than 2 particles, ``flip``/``inplane``
+            in 2D, bad options, ``init="learned"``
             without a ``pose_model``, with one of another dimension, or ``restarts > 1`` with an
             ``init`` other than ``"grid"``.
 
     References:
         W. Qiao et al., DeepSRFusion (2026).
     """
-    if not isinstance(particles, Particles):
-        raise TypeError(f"argument 'particles': expected Particles, got {type(particles).__name__}")
+    _validate_particles(particles)
     n_p, d = particles.n_particles, particles.dim
     if n_p < 2:
         raise ValueError(f"argument 'particles': fusion needs at least 2 particles, got {n_p}")
@@ -841,8 +867,8 @@ def fuse(
         h.update(a2a)
         if restarts > 1:
             h.update(restart=best, restart_correlations=scores)
-    return _result(particles, centroids, state["rots"], state["trans"], state["reg"], state["inliers"],
-                   state["template"], state["history"])
+    return _result(particles, centred, centroids, state["rots"], state["trans"], state["inliers"],
+                   state["template"], state["history"], blur_nm=reg_kw["blur_nm"], batch_size=batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("n_starts", "steps", "batch_size", "cost"))
@@ -978,7 +1004,8 @@ def _fuse_learned(key, particles, centred, centroids, model, register, template_
         log.info("iteration %d: %s", it + 1, history[-1])
         if change is not None and change < tol_deg:
             break
-    return _result(particles, centroids, rots, trans, reg, inliers, template, history)
+    return _result(particles, centred, centroids, rots, trans, inliers, template, history,
+                   blur_nm=reg_kw["blur_nm"], batch_size=reg_kw["batch_size"])
 
 
 class GoldStandardFRC(NamedTuple):
@@ -1019,8 +1046,9 @@ def gold_standard_frc(
     a wrong structure it still reports 4-6 nm). Here, as in the "gold-standard" FSC of
     single-particle cryo-EM, each half is fused from its own seed with its own
     templates; the second half's fused localizations (at most ``max_points``, drawn at
-    random) are then registered rigidly onto the first half's final template
-    (:func:`jaxsr.fusion.register_particles`: rotation grid + refinement), and the two
+    random, each with the isotropic r.m.s. of its uncertainty, as the particles' camera axes
+    point every way in the fused frame) are then registered rigidly onto the first half's final
+    template (:func:`jaxsr.fusion.register_particles`: rotation grid + refinement), and the two
     renderings are correlated. A fusion that does not converge to the same structure
     from independent halves gets a poor figure.
 
@@ -1045,8 +1073,7 @@ def gold_standard_frc(
         Acta Cryst. D56, 1270-1277 (2000); S. H. W. Scheres and S. Chen, Nat. Methods 9,
         853-854 (2012) (independent half-sets).
     """
-    if not isinstance(particles, Particles):
-        raise TypeError(f"argument 'particles': expected Particles, got {type(particles).__name__}")
+    _validate_particles(particles)
     n_p = particles.n_particles
     split = (np.arange(n_p) % 2 == 0) if split is None else np.asarray(split)
     if split.shape != (n_p,) or split.dtype != bool:
@@ -1063,7 +1090,9 @@ def gold_standard_frc(
         m = np.asarray(sub.mask) & res.inliers[:, None]
         halves.append(res)
         pts.append(np.asarray(res.points)[m])
-        sig.append(np.asarray(sub.sigma, np.float64)[m])
+        # sigma is per axis of each particle's camera frame, the points are in the fused frame: keep the
+        # isotropic r.m.s. (as the pose network's adaptation does), the same along every fused axis
+        sig.append(np.sqrt(np.mean(np.asarray(sub.sigma, np.float64) ** 2, -1))[m])
     rng = np.random.default_rng(np.asarray(jax.random.key_data(k_s)).ravel())
     pick = rng.choice(len(pts[1]), size=min(max_points, len(pts[1])), replace=False)
     centre = pts[1][pick].mean(0)

@@ -12,8 +12,10 @@ Reading (:func:`read_particles`):
   (lateral) and ``uncertainty_z [nm]`` (axial), or ThunderSTORM's
   ``crlb_x [nm]``, ``crlb_y [nm]``, ``crlb_z [nm]`` (``uncertainty_xy [nm]`` is
   read as ``uncertainty [nm]``), or ``sigma_xy [nm]`` / ``sigma [nm]`` and
-  ``sigma_z [nm]`` (a ``sigma`` with a median above 50 nm is refused as a PSF
-  width). Header names map to table columns by replacing
+  ``sigma_z [nm]`` (a ``sigma`` with a median above 50 nm is a PSF width: ignored
+  when ``default_sigma_nm`` is given, refused otherwise; ``crlb_x`` and ``crlb_y`` come
+  as a pair). A leading UTF-8 byte-order mark (Excel's "CSV UTF-8") is skipped.
+  Header names map to table columns by replacing
   a trailing unit ``" [nm]"`` with ``"_nm"``; the table goes through
   :func:`jaxsr.fusion.particles_from_table`.
 
@@ -66,9 +68,16 @@ def _column_name(header: str) -> str:
     return _ALIASES.get(name, name)
 
 
+def _header_names(message: str) -> str:
+    """Column names in a :func:`particles_from_table` message as the CSV header writes them: ``x_nm`` ->
+    ``x [nm]``, ``crlb_x_nm`` -> ``crlb_x [nm]`` (``default_sigma_nm``, an argument, is left as is)."""
+    return re.sub(r"(?<![\w'])([a-z]+(?:_[a-z]+)?)_nm\b", r"\1 [nm]", message).replace(
+        "default_sigma [nm]", "default_sigma_nm")
+
+
 def _read_csv_columns(path: Path) -> dict[str, np.ndarray]:
     """The numeric columns of a CSV file with a header, keyed by :func:`_column_name` (empty cells -> NaN)."""
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:     # -sig: Excel's "CSV UTF-8" starts with a BOM
         reader = csv.reader(fh)
         try:
             header = next(reader)
@@ -115,9 +124,7 @@ def _particles_from_csv(path: Path, *, id_column: str, default_sigma_nm: float |
         particles = particles_from_table(cols, id_column=id_column, min_points=min_points,
                                          default_sigma_nm=default_sigma_nm)
     except ValueError as err:
-        message = str(err).replace("argument 'table': ", "")
-        for axis in "xyz":                                                       # the header's own names
-            message = message.replace(f"{axis}_nm must", f"{axis} [nm] must")
+        message = _header_names(str(err).replace("argument 'table': ", ""))
         raise ValueError(f"argument 'path': {path.name}: {message}") from None
     pid = np.asarray(particles.ids)
     if np.all(pid == np.round(pid)):
@@ -409,7 +416,7 @@ def write_fused_table(path: str | os.PathLike, source: str | os.PathLike, result
     d = particles.dim
     index = {float(i): k for k, i in enumerate(np.asarray(particles.ids, np.float64))}
     want = _column_name(id_column)
-    with open(src, newline="") as fh:
+    with open(src, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = next(reader)
         names = [_column_name(h) for h in header]

@@ -74,7 +74,8 @@ class RingMeasurement(NamedTuple):
 
     Attributes:
         radius_nm: ring radius (mean distance from the axis, 3-MAD trimmed).
-        ring_separation_nm: distance along z between the two rings (3D; NaN in 2D or when single-ringed).
+        ring_separation_nm: distance along z between the two rings (3D; NaN in 2D or when the z
+            distribution shows a single ring, see :func:`ring_measurements`).
         n_corners: the dominant angular harmonic (the n of an n-fold ring).
         symmetry_contrast: relative power of that harmonic (0 = none, 1 = pure).
     """
@@ -85,20 +86,45 @@ class RingMeasurement(NamedTuple):
     symmetry_contrast: float
 
 
-def _two_gaussians_1d(z: np.ndarray, iters: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    """EM for a two-component 1D Gaussian mixture; returns (means, weights), means sorted."""
+_MIN_SD_NM = 1e-3   # floor of a mixture component's s.d.
+
+
+def _two_gaussians_1d(z: np.ndarray, iters: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """EM for a two-component 1D Gaussian mixture; returns (means, s.d.s, weights, log-likelihood), by mean."""
     mu = np.percentile(z, [25, 75]).astype(np.float64)
-    sd = np.full(2, max(np.std(z) / 2, 1e-3))
+    sd = np.full(2, max(np.std(z) / 2, _MIN_SD_NM))
     w = np.full(2, 0.5)
     for _ in range(iters):
         like = w / sd * np.exp(-0.5 * ((z[:, None] - mu) / sd) ** 2)
         resp = like / np.maximum(like.sum(1, keepdims=True), 1e-300)
         nk = resp.sum(0) + 1e-12
         mu = (resp * z[:, None]).sum(0) / nk
-        sd = np.sqrt(np.maximum((resp * (z[:, None] - mu) ** 2).sum(0) / nk, 1e-6))
+        sd = np.sqrt(np.maximum((resp * (z[:, None] - mu) ** 2).sum(0) / nk, _MIN_SD_NM ** 2))
         w = nk / nk.sum()
+    like = w / (sd * np.sqrt(2 * np.pi)) * np.exp(-0.5 * ((z[:, None] - mu) / sd) ** 2)
+    loglik = float(np.sum(np.log(np.maximum(like.sum(1), 1e-300))))
     order = np.argsort(mu)
-    return mu[order], w[order]
+    return mu[order], sd[order], w[order], loglik
+
+
+def _ring_separation(z: np.ndarray) -> float:
+    """The distance between two rings along z, or NaN when ``z`` does not hold two.
+
+    Two rings are reported when a two-component Gaussian mixture beats one Gaussian by
+    the Bayesian information criterion (5 against 2 parameters), each component holds
+    more than 10% of the points, and the means lie more than twice the larger
+    component s.d. apart (the mixture is then bimodal; EM splits one Gaussian, or a
+    ring with a long tail, into components closer than that).
+    """
+    n = len(z)
+    mu, sd, w, ll2 = _two_gaussians_1d(z)
+    sd1 = max(float(np.std(z)), _MIN_SD_NM)
+    ll1 = float(np.sum(-0.5 * ((z - np.mean(z)) / sd1) ** 2 - np.log(sd1 * np.sqrt(2 * np.pi))))
+    prefers_two = 5 * np.log(n) - 2 * ll2 < 2 * np.log(n) - 2 * ll1
+    sep = float(mu[1] - mu[0])
+    if prefers_two and np.min(w) > 0.1 and sep > 2 * np.max(sd):
+        return sep
+    return float("nan")
 
 
 def ring_measurements(points: Any, *, max_harmonic: int = 16) -> RingMeasurement:
@@ -111,7 +137,9 @@ def ring_measurements(points: Any, *, max_harmonic: int = 16) -> RingMeasurement
 
     Returns:
         :class:`RingMeasurement`. The separation is the distance between the two
-        means of a two-component Gaussian mixture fitted to z.
+        means of a two-component Gaussian mixture fitted to z, NaN unless that
+        mixture is chosen over one Gaussian (BIC), its smaller weight exceeds 0.1 and
+        the means are more than twice the larger component s.d. apart (a single ring).
     """
     p = np.asarray(points, np.float64)
     if p.ndim == 3:
@@ -130,11 +158,7 @@ def ring_measurements(points: Any, *, max_harmonic: int = 16) -> RingMeasurement
     power = np.abs(np.exp(1j * harm[:, None] * phi[None]).mean(1))
     cand = harm >= 2
     n_corners = int(harm[cand][np.argmax(power[cand])])
-    sep = float("nan")
-    if p.shape[1] == 3:
-        mu, w = _two_gaussians_1d(p[keep, 2])
-        if np.min(w) > 0.1:
-            sep = float(mu[1] - mu[0])
+    sep = _ring_separation(p[keep, 2]) if p.shape[1] == 3 else float("nan")
     return RingMeasurement(radius, sep, n_corners, float(power[n_corners - 1]))
 
 

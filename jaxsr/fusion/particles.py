@@ -142,6 +142,38 @@ def make_particles(points: Sequence[Any], sigma: Sequence[Any] | float, *, ids: 
     return Particles(out_pts, out_sig, mask, ids)
 
 
+
+def _validate_particles(particles: Any, name: str = "particles") -> Particles:
+    """Validate a :class:`Particles` at the entry of a function: consistent shapes ``points (P, N, d)``
+    with ``d`` = 2 or 3, ``sigma (P, N, d)``, ``mask (P, N)``, ``ids (P,)``; finite positions and finite,
+    positive uncertainties in the rows ``mask`` marks (padding rows are not looked at).
+
+    Raises:
+        TypeError: not a :class:`Particles`.
+        ValueError: one line naming ``name``, the field and the first bad particle.
+    """
+    if not isinstance(particles, Particles):
+        raise TypeError(f"argument '{name}': expected Particles, got {type(particles).__name__}")
+    pts, sig, mask = (np.asarray(a) for a in particles[:3])
+    shape = pts.shape
+    if pts.ndim != 3 or shape[-1] not in (2, 3):
+        raise ValueError(f"argument '{name}': points must be (P, N, 2) or (P, N, 3), got shape {shape}")
+    if sig.shape != shape:
+        raise ValueError(f"argument '{name}': sigma has shape {sig.shape}, points {shape}")
+    if mask.shape != shape[:2]:
+        raise ValueError(f"argument '{name}': mask has shape {mask.shape}, expected {shape[:2]}")
+    if np.shape(particles.ids) != shape[:1]:
+        raise ValueError(f"argument '{name}': ids has shape {np.shape(particles.ids)}, expected {shape[:1]}")
+    mask = mask.astype(bool)
+    for field, values, ok, what in (("points", pts, np.isfinite, "finite"),
+                                    ("sigma", sig, lambda v: np.isfinite(v) & (v > 0), "finite and positive")):
+        bad = ~np.all(ok(values.astype(np.float64)), axis=-1) & mask
+        if bad.any():
+            p, n = np.argwhere(bad)[0]
+            raise ValueError(f"argument '{name}': {field} must be {what} where mask is True, got "
+                             f"{values[p, n].tolist()} at particle {p}, localization {n} ({int(bad.sum())} such)")
+    return particles
+
 # a "sigma" column with a larger median is a PSF width (ThunderSTORM, jaxsr.smlm), not a localization uncertainty
 _MAX_SIGMA_AS_UNCERTAINTY_NM = 50.0
 
@@ -158,6 +190,37 @@ def _column(table: Any, names: Sequence[str]) -> np.ndarray | None:
     return None
 
 
+def _lateral_columns(table: Any, default: float | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The lateral uncertainty columns ``(x, y)`` of a table, as a pair from one source (or ``None``)."""
+    unc = _column(table, ["uncertainty_nm"])
+    if unc is not None:
+        return unc, unc
+    cx, cy = _column(table, ["crlb_x_nm"]), _column(table, ["crlb_y_nm"])
+    if (cx is None) != (cy is None):
+        have, lack = ("crlb_x_nm", "crlb_y_nm") if cx is not None else ("crlb_y_nm", "crlb_x_nm")
+        raise ValueError(f"argument 'table': has {have} but no {lack} (with values); the lateral uncertainties "
+                         "come as a pair (or give uncertainty_nm)")
+    if cx is not None:
+        return cx, cy
+    sxy = _column(table, ["sigma_xy_nm"])
+    if sxy is not None:
+        return sxy, sxy
+    sig = _column(table, ["sigma_nm"])
+    if sig is None:
+        return None, None
+    # the last resort, sigma_nm, is a PSF width in ThunderSTORM's and jaxsr.smlm's tables
+    med = float(np.nanmedian(sig))
+    if med <= _MAX_SIGMA_AS_UNCERTAINTY_NM:
+        return sig, sig
+    if default is None:
+        raise ValueError(f"argument 'table': its only uncertainty-like column, sigma_nm, has a median of "
+                         f"{med:.4g} nm: a PSF width, not a localization uncertainty; give uncertainty_nm "
+                         "(or crlb_x_nm and crlb_y_nm, sigma_xy_nm) or pass default_sigma_nm")
+    log.warning("ignored the column sigma_nm (median %.4g nm: a PSF width, not a localization uncertainty); "
+                "the lateral uncertainty is default_sigma_nm = %g nm", med, default)
+    return None, None
+
+
 def particles_from_table(
     table: Any, *, ids: Any = None, id_column: str = "particle", min_points: int = 1,
     default_sigma_nm: float | None = None,
@@ -165,16 +228,20 @@ def particles_from_table(
     """Group a localization table into particles by a particle-id column.
 
     Positions come from ``x_nm``, ``y_nm`` (and ``z_nm`` when it has finite values:
-    a 3D table). Uncertainties (1 s.d., nm), the first column present: lateral from
-    ``uncertainty_nm``, ``crlb_x_nm`` / ``crlb_y_nm``, ``sigma_xy_nm`` or ``sigma_nm``;
-    axial from ``uncertainty_z_nm``, ``crlb_z_nm`` or ``sigma_z_nm``; else
-    ``default_sigma_nm``. ``sigma_nm`` is refused when its median exceeds 50 nm:
-    ThunderSTORM and :func:`jaxsr.smlm.localize` write the PSF width under that name.
+    a 3D table). Uncertainties (1 s.d., nm), the first source present: lateral from
+    ``uncertainty_nm``, the pair ``crlb_x_nm`` and ``crlb_y_nm`` (one without the other
+    is refused), ``sigma_xy_nm`` or ``sigma_nm``; axial from ``uncertainty_z_nm``,
+    ``crlb_z_nm`` or ``sigma_z_nm``; else ``default_sigma_nm``. A ``sigma_nm`` with a
+    median above 50 nm is a PSF width (ThunderSTORM and :func:`jaxsr.smlm.localize`
+    write it under that name), not an uncertainty: it is ignored, with a warning on
+    the ``jaxsr.fusion.particles`` logger, when ``default_sigma_nm`` is given, and
+    refused otherwise.
 
     Args:
         table: a dict of columns or a :class:`jaxsr.smlm.Localizations`.
         ids: ``(n,)`` particle id per row (overrides ``id_column``); rows with a
-            negative id (unassigned, e.g. from :func:`cluster_particles`) are dropped.
+            negative id (unassigned, e.g. from :func:`cluster_particles`) are dropped,
+            a NaN or infinite numeric id is refused.
         id_column: the table's particle-id column when ``ids`` is not given.
         min_points: drop particles with fewer localizations (how many is logged at
             INFO level on the ``jaxsr.fusion.particles`` logger).
@@ -184,7 +251,9 @@ def particles_from_table(
         :class:`Particles` with ``ids`` the distinct particle ids, sorted.
 
     Raises:
-        ValueError: missing position/id/uncertainty columns, lengths that differ,
+        ValueError: missing position/id/uncertainty columns, ``crlb_x_nm`` without
+            ``crlb_y_nm`` (or the reverse), a PSF-width ``sigma_nm`` as the only lateral
+            uncertainty and no ``default_sigma_nm``, a NaN or infinite particle id, lengths that differ,
             a NaN or infinite position or a non-positive uncertainty in a row that is
             kept (the message names the column and the first such row), no particle
             with at least ``min_points`` localizations.
@@ -195,6 +264,7 @@ def particles_from_table(
     z = _column(table, ["z_nm"])
     cols = [x, y] + ([z] if z is not None else [])
     n = len(x)
+    ids_given = ids
     if ids is None:
         ids = _column(table, [id_column])
         if ids is None:
@@ -203,28 +273,28 @@ def particles_from_table(
     if any(len(c) != n for c in cols) or len(ids) != n:
         raise ValueError("argument 'table': columns (and ids) must all have the same length")
     min_points = check_int(min_points, "min_points", minimum=1)
-    lat_x = _column(table, ["uncertainty_nm", "crlb_x_nm", "sigma_xy_nm", "sigma_nm"])
-    lat_y = _column(table, ["uncertainty_nm", "crlb_y_nm", "sigma_xy_nm", "sigma_nm"])
+    default = None if default_sigma_nm is None else positive_float(default_sigma_nm, "default_sigma_nm")
+    lat_x, lat_y = _lateral_columns(table, default)
     ax = _column(table, ["uncertainty_z_nm", "crlb_z_nm", "sigma_z_nm"]) if z is not None else None
-    if lat_x is not None and _column(table, ["uncertainty_nm", "crlb_x_nm", "sigma_xy_nm"]) is None:
-        # the last resort, sigma_nm, is a PSF width in ThunderSTORM's and jaxsr.smlm's tables
-        med = float(np.nanmedian(lat_x))
-        if med > _MAX_SIGMA_AS_UNCERTAINTY_NM:
-            raise ValueError(f"argument 'table': its only uncertainty-like column, sigma_nm, has a median of "
-                             f"{med:.4g} nm: a PSF width, not a localization uncertainty; give uncertainty_nm "
-                             "(or crlb_x_nm/crlb_y_nm, sigma_xy_nm) or default_sigma_nm")
-    if default_sigma_nm is not None:
-        d = positive_float(default_sigma_nm, "default_sigma_nm")
-        lat_x = np.full(n, d) if lat_x is None else lat_x
-        lat_y = np.full(n, d) if lat_y is None else lat_y
-        ax = (np.full(n, d) if ax is None else ax) if z is not None else None
+    if default is not None:
+        lat_x = np.full(n, default) if lat_x is None else lat_x
+        lat_y = np.full(n, default) if lat_y is None else lat_y
+        ax = (np.full(n, default) if ax is None else ax) if z is not None else None
     if lat_x is None or lat_y is None or (z is not None and ax is None):
         raise ValueError("argument 'table': no uncertainty columns (uncertainty_nm / crlb_x_nm ...); "
                          "pass default_sigma_nm")
     sig_cols = [lat_x, lat_y] + ([ax] if z is not None else [])
     pos = np.stack(cols, 1)
     sig = np.stack(sig_cols, 1)
-    keep = ids >= 0 if np.issubdtype(ids.dtype, np.number) else np.ones(n, bool)
+    if np.issubdtype(ids.dtype, np.number):
+        if not np.all(np.isfinite(ids)):
+            row = int(np.flatnonzero(~np.isfinite(ids))[0])
+            raise ValueError(f"argument '{'table' if ids_given is None else 'ids'}': a particle id must be finite, "
+                             f"got {ids[row]} in data row {row + 1} (1-based; {int((~np.isfinite(ids)).sum())} "
+                             "such rows)")
+        keep = ids >= 0
+    else:
+        keep = np.ones(n, bool)
     checks = ((pos, ~np.isfinite(pos), ["x_nm", "y_nm", "z_nm"], "finite"),
               (sig, ~(np.isfinite(sig) & (sig > 0)), ["lateral uncertainty"] * 2 + ["axial uncertainty"], "positive"))
     for values, bad, labels, what in checks:

@@ -40,7 +40,7 @@ import numpy as np
 from jaxsr._mapping import map_items, vmap_items
 from jaxsr._validate import check_choice, check_int
 from jaxsr.fusion.gmm import GMM, _log_weights, _pose_loss_and_grad, gmm_correlation
-from jaxsr.fusion.particles import Particles
+from jaxsr.fusion.particles import Particles, _validate_particles
 from jaxsr.fusion.rotations import rotation_matrix, so2_grid, so3_grid, symmetry_group
 
 COSTS = ("likelihood", "l2")
@@ -383,13 +383,16 @@ def register_particles(
         :class:`Registration` (NumPy arrays).
 
     Raises:
-        ValueError: mismatched dimensions, an empty grid, more starts than grid rotations, a
-            ``mesh`` without a ``"batch"`` axis.
+        TypeError: ``particles`` is not a :class:`jaxsr.fusion.Particles`.
+        ValueError: ``particles`` with inconsistent shapes, a NaN or infinite position or a
+            non-positive uncertainty in a masked row; mismatched dimensions, an empty grid, more
+            starts than grid rotations, a ``mesh`` without a ``"batch"`` axis.
     """
     if mesh is not None:
         from jaxsr.parallel.batch import check_mesh  # noqa: PLC0415
 
         n_dev = check_mesh(mesh)
+    _validate_particles(particles)
     pts = jnp.asarray(particles.points, jnp.float32)
     d = pts.shape[-1]
     if np.shape(template.means)[-1] != d:

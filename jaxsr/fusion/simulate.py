@@ -98,6 +98,14 @@ def _random_rotations(rng: np.random.Generator, n: int, dim: int, mode: str) -> 
     return _np_quaternion_to_matrix(q)
 
 
+def _finite_at_least(value: Any, name: str, minimum: float) -> float:
+    """A finite real number ``>= minimum`` as a Python float, or an error naming ``name``."""
+    out = real_float(value, name)
+    if not (np.isfinite(out) and out >= minimum):
+        raise ValueError(f"argument '{name}': expected a finite number >= {minimum:g}, got {value!r}")
+    return out
+
+
 def simulate_particles(
     key: jax.Array,
     sites: Any,
@@ -121,13 +129,13 @@ def simulate_particles(
         locs_per_site: mean localizations per labelled site (``>= 1``).
         precision_nm: localization precision (1 s.d., nm): a number, or ``(lateral, axial)`` in 3D
             (default 3 nm lateral, 9 nm axial).
-        precision_spread: log-normal spread of each localization's precision
+        precision_spread: log-normal spread (``>= 0``) of each localization's precision
             around ``precision_nm`` (photon counts vary); 0 = all equal. The
             localization's reported ``sigma`` is its true precision.
         rotations: ``"random"`` (uniform over SO(3) / SO(2)), ``"inplane"`` (3D: about
             z, with a random up/down flip) or ``"none"``.
-        shift_nm: s.d. of a random translation per particle (nm).
-        clutter: expected clutter localizations per particle as a fraction of its
+        shift_nm: s.d. of a random translation per particle (nm, ``>= 0``).
+        clutter: expected clutter localizations per particle as a fraction (``>= 0``) of its
             real ones (uniform in a ball of the structure's radius + 20 nm).
 
     Returns:
@@ -142,14 +150,15 @@ def simulate_particles(
     s = np.asarray(sites, dtype=np.float64)
     if s.ndim != 2 or s.shape[1] not in (2, 3) or s.shape[0] == 0:
         raise ValueError(f"argument 'sites': expected an (S, 2) or (S, 3) array, got shape {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"argument 'sites': must be finite, got {int((~np.isfinite(s)).any(1).sum())} sites "
+                         "with NaN or infinite coordinates")
     dim = s.shape[1]
     n_particles = check_int(n_particles, "n_particles", minimum=1)
     dol = real_float(labelling, "labelling")
     if not 0.0 < dol <= 1.0:
         raise ValueError(f"argument 'labelling': expected a degree of labelling in (0, 1], got {dol}")
-    lps = real_float(locs_per_site, "locs_per_site")
-    if lps < 1.0:
-        raise ValueError(f"argument 'locs_per_site': expected >= 1, got {lps}")
+    lps = _finite_at_least(locs_per_site, "locs_per_site", 1.0)
     if precision_nm is None:
         precision_nm = (3.0, 9.0) if dim == 3 else 3.0
     prec = np.atleast_1d(np.asarray(precision_nm, np.float64))
@@ -161,14 +170,12 @@ def simulate_particles(
         raise ValueError("argument 'precision_nm': expected a number or (lateral, axial) in 3D")
     if not np.all(np.isfinite(prec) & (prec > 0)):
         raise ValueError("argument 'precision_nm': must be finite and positive")
-    spread = real_float(precision_spread, "precision_spread")
+    spread = _finite_at_least(precision_spread, "precision_spread", 0.0)
     check_choice(rotations, "rotations", ("random", "inplane", "none"))
     if rotations == "inplane" and dim == 2:
         raise ValueError("argument 'rotations': 'inplane' is for 3D structures")
-    shift = real_float(shift_nm, "shift_nm")
-    clut = real_float(clutter, "clutter")
-    if shift < 0 or clut < 0:
-        raise ValueError("arguments 'shift_nm' and 'clutter' must be non-negative")
+    shift = _finite_at_least(shift_nm, "shift_nm", 0.0)
+    clut = _finite_at_least(clutter, "clutter", 0.0)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
     rots = _random_rotations(rng, n_particles, dim, rotations)
     trans = rng.normal(scale=shift, size=(n_particles, dim))

@@ -185,3 +185,34 @@ def test_fuse_offers_every_initialisation_of_the_library(capsys):
         main(["fuse", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--init {" + ",".join(INITS) + "}" in text
+
+
+def test_fuse_thunderstorm_psf_sigma_with_sigma_flag_and_output_name_kept(fused, tmp_path, capsys, one_line_error):
+    """A table whose only sigma [nm] is the PSF width (130 nm) is refused naming --sigma, and fused with
+    --sigma 5 (the column ignored with a warning); -o Run.CSV writes exactly Run.CSV."""
+    folder, table, _ = fused
+    header, rows = _rows(table)
+    k = header.index("uncertainty [nm]")
+    header[k] = "sigma [nm]"
+    for r in rows:
+        r[k] = "130"
+    path = tmp_path / "ts.csv"
+    path.write_text("\n".join(",".join(r) for r in [header, *rows]) + "\n")
+    capsys.readouterr()
+    assert main(["fuse", str(path), "-o", str(tmp_path / "a.csv")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "PSF width, not a localization uncertainty; give uncertainty [nm]" in err and "pass --sigma NM" in err
+    assert "default_sigma" not in err, err
+    out = tmp_path / "Run.CSV"
+    assert main(["fuse", str(path), "-o", str(out), "--sigma", "5", "--symmetry", "2", "--iterations", "1",
+                 "--pixel-size", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "warning: ignored the column sigma [nm] (median 130 nm" in text and "--sigma = 5 nm" in text
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("Run"))
+    assert names == ["Run.CSV", "Run.png", "Run.poses.csv", "Run.summary.json"], names
+    _, fused_rows = _rows(out)
+    assert len(fused_rows) == len(rows)
+    # and the existence check looks at that same name
+    assert main(["fuse", str(path), "-o", str(out), "--sigma", "5"]) == 2
+    one_line_error("exists")

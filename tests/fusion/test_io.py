@@ -349,3 +349,58 @@ def test_sigma_columns_are_uncertainties_unless_they_look_like_a_psf_width(tmp_p
     path.write_text(base.format("sigma [nm],uncertainty [nm],uncertainty_z [nm]", *(["130,3,9"] * 8)))
     p = read_particles(path)
     np.testing.assert_array_equal(p.sigma[p.mask], np.tile([3.0, 3.0, 9.0], (8, 1)))
+
+
+def test_psf_width_sigma_is_ignored_for_a_default_and_uncertainty_pairs_are_complete(tmp_path, caplog):
+    """A ThunderSTORM table (sigma [nm] the PSF width, no uncertainty) is fused with default_sigma_nm (the
+    column ignored with a warning); crlb_x without crlb_y is refused rather than taking y from the PSF width."""
+    path = tmp_path / "ts.csv"
+    path.write_text("particle,x [nm],y [nm],sigma [nm]\n" + "".join(f"{i // 4},{i},{2 * i},130\n" for i in range(8)))
+    with pytest.raises(ValueError, match=r"sigma \[nm\], has a median of 130 nm.*pass default_sigma_nm"):
+        read_particles(path)
+    with caplog.at_level(logging.WARNING, logger="jaxsr.fusion.particles"):
+        p = read_particles(path, default_sigma_nm=5.0)
+    np.testing.assert_array_equal(p.sigma[p.mask], np.full((8, 2), 5.0))
+    assert any("ignored the column sigma_nm" in r.getMessage() for r in caplog.records)
+    # crlb_x [nm] = 3 with a 130 nm PSF sigma and no crlb_y: y would have been 130 nm
+    path.write_text("particle,x [nm],y [nm],crlb_x [nm],sigma [nm]\n"
+                    + "".join(f"{i // 4},{i},{2 * i},3,130\n" for i in range(8)))
+    for default in (None, 5.0):
+        with pytest.raises(ValueError, match=r"crlb_x \[nm\] but no crlb_y \[nm\]"):
+            read_particles(path, default_sigma_nm=default)
+    from jaxsr.fusion import particles_from_table
+
+    table = {"particle": np.zeros(4), "x_nm": np.arange(4.0), "y_nm": np.zeros(4), "crlb_y_nm": np.full(4, 3.0),
+             "sigma_xy_nm": np.full(4, 7.0)}
+    with pytest.raises(ValueError, match="crlb_y_nm but no crlb_x_nm"):
+        particles_from_table(table)
+    table["crlb_x_nm"] = np.full(4, 2.0)
+    np.testing.assert_array_equal(particles_from_table(table).sigma[0], np.tile([2.0, 3.0], (4, 1)))
+
+
+def test_csv_with_a_utf8_bom_is_read(tmp_path, rng):
+    """Excel's "CSV UTF-8" starts with a byte-order mark: the first column is still 'particle'."""
+    parts = make_particles([rng.normal(size=(5, 2)) * 20, rng.normal(size=(4, 2)) * 20], 3.0, ids=[2, 7])
+    plain = tmp_path / "plain.csv"
+    write_particles_csv(plain, parts)
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    got = read_particles(bom)
+    assert got.ids.tolist() == [2, 7]
+    np.testing.assert_array_equal(got.points, read_particles(plain).points)
+    res = _result(got, np.stack([np.eye(2)] * 2), np.array([[1.0, 2.0], [3.0, 4.0]]))
+    fio.write_fused_table(tmp_path / "fused.csv", bom, res, got)
+    header, rows = _rows(tmp_path / "fused.csv")
+    assert header[0] == "particle" and len(rows) == 9
+
+
+def test_table_with_a_nan_particle_id_is_refused():
+    from jaxsr.fusion import particles_from_table
+
+    table = {"x_nm": np.arange(4.0), "y_nm": np.zeros(4), "particle": np.array([0, 0, np.nan, 0]),
+             "uncertainty_nm": np.ones(4)}
+    with pytest.raises(ValueError, match=r"'table': a particle id must be finite, got nan in data row 3"):
+        particles_from_table(table)
+    with pytest.raises(ValueError, match=r"'ids': a particle id must be finite, got inf in data row 1"):
+        particles_from_table(table, ids=np.array([np.inf, 0, 0, 0]))
+    assert particles_from_table(table, ids=np.array([-1, 0, 0, 0.0])).counts.tolist() == [3]
